@@ -1,0 +1,46 @@
+"""CARFAC (Lyon's Cascade of Asymmetric Resonators with Fast-Acting Compression) in plain JAX.
+
+Four data classes per stage: DesignParameters (user-set), Hypers (static,
+designed), Weights (trainable) and State (donatable). Typical use::
+
+    import carfac
+    params = carfac.CarfacDesignParameters(fs=22050.0, n_ears=1)
+    hypers, weights, state = carfac.design_and_init_carfac(params)
+    naps, state, bm, seg_ohc, seg_agc = carfac.run_segment_jit(
+        audio, hypers, weights, state)
+"""
+
+from carfac.agc import AgcDesignParameters, AgcHypers, AgcState, AgcWeights
+from carfac.car import CarDesignParameters, CarHypers, CarState, CarWeights
+from carfac.carfac import (
+    OUTPUT_NAMES,
+    CarfacDesignParameters,
+    CarfacHypers,
+    CarfacState,
+    CarfacWeights,
+    FullSegmentOutput,
+    SegmentOutput,
+    cross_couple,
+    close_agc_loop,
+    design_and_init_carfac,
+    run_segment,
+    run_segment_full,
+    run_segment_full_jit,
+    run_segment_jit,
+    run_segment_outputs,
+)
+from carfac.ear import EarDesignParameters, EarHypers, EarState, EarWeights
+from carfac.ihc import IhcDesignParameters, IhcHypers, IhcState, IhcWeights
+from carfac.syn import SynDesignParameters, SynHypers, SynState, SynWeights
+
+__all__ = [name for name in dir() if not name.startswith("_") and name[0].isupper()] + [
+    "OUTPUT_NAMES",
+    "close_agc_loop",
+    "cross_couple",
+    "design_and_init_carfac",
+    "run_segment",
+    "run_segment_full",
+    "run_segment_full_jit",
+    "run_segment_jit",
+    "run_segment_outputs",
+]

@@ -1,0 +1,9 @@
+"""Test-wide set-up: float64 available (models pick their dtype explicitly)."""
+
+import sys
+from pathlib import Path
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+sys.path.insert(0, str(Path(__file__).parent))
