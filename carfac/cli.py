@@ -1,0 +1,125 @@
+"""``carfac-nap``: turn a WAV file into NAP frames saved as ``.npz``.
+
+The model is designed at the file's own sample rate and run in fixed-size
+chunks (one compilation, bounded memory); each frame is the mean NAP over one
+hop. Uses only the standard library's ``wave`` (integer PCM WAV) and numpy, so
+the model package keeps its jax + numpy dependency set.
+
+    carfac-nap speech.wav speech_nap.npz --hop-ms 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import wave
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import carfac
+
+_PCM_DTYPES = {1: np.uint8, 2: np.int16, 4: np.int32}
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, float]:
+  """Integer PCM WAV -> (float32 samples in [-1, 1), (n_samp, n_channels)), rate."""
+  with wave.open(str(path), "rb") as wav:
+    width, n_channels = wav.getsampwidth(), wav.getnchannels()
+    if width not in _PCM_DTYPES:
+      raise ValueError(f"{path}: {8 * width}-bit WAV not supported (8, 16 or 32-bit PCM)")
+    raw = np.frombuffer(wav.readframes(wav.getnframes()), _PCM_DTYPES[width])
+    rate = float(wav.getframerate())
+  if width == 1:
+    samples = (raw.astype(np.float32) - 128) / 128
+  else:
+    samples = raw.astype(np.float32) / float(2 ** (8 * width - 1))
+  return samples.reshape(-1, n_channels), rate
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+  """Float samples (n_samp,) or (n_samp, n_channels) -> 16-bit PCM WAV."""
+  samples = np.atleast_2d(np.asarray(samples).T).T
+  pcm = np.clip(np.round(samples * 32768), -32768, 32767).astype("<i2")
+  with wave.open(str(path), "wb") as wav:
+    wav.setnchannels(samples.shape[1])
+    wav.setsampwidth(2)
+    wav.setframerate(rate)
+    wav.writeframes(pcm.tobytes())
+
+
+@functools.partial(jax.jit, static_argnames=("hypers", "hop"), donate_argnames=("state",))
+def _chunk_frame_sums(chunk, n_valid, hypers, weights, state, hop: int):
+  """Runs one chunk; returns per-hop NAP sums over its first ``n_valid``
+  samples (the rest is padding), (frames, n_ch, n_ears), and the new state."""
+  seg, state = carfac.run_segment_outputs(chunk, hypers, weights, state, outputs=("naps",))
+  naps = jnp.where((jnp.arange(chunk.shape[0]) < n_valid)[:, None, None], seg["naps"], 0)
+  return naps.reshape(-1, hop, *naps.shape[1:]).sum(axis=1), state
+
+
+def wav_to_nap_frames(
+    audio: np.ndarray,
+    params: carfac.CarfacDesignParameters,
+    hop: int,
+    frames_per_chunk: int = 64,
+) -> tuple[np.ndarray, carfac.CarfacHypers]:
+  """Mean NAP per hop of ``audio`` (n_samp, n_ears): (n_frames, n_ch, n_ears).
+
+  A final partial hop is averaged over the samples it has.
+  """
+  hypers, weights, state = carfac.design_and_init_carfac(params)
+  n_samp = audio.shape[0]
+  chunk = hop * frames_per_chunk
+  padded = np.zeros((-(-n_samp // chunk) * chunk, audio.shape[1]), audio.dtype)
+  padded[:n_samp] = audio
+  sums = []
+  for start in range(0, len(padded), chunk):
+    frame_sums, state = _chunk_frame_sums(
+        jnp.asarray(padded[start : start + chunk]), n_samp - start, hypers, weights, state, hop
+    )
+    sums.append(np.asarray(frame_sums))
+  n_frames = -(-n_samp // hop)
+  counts = np.minimum(hop, n_samp - hop * np.arange(n_frames))
+  frames = np.concatenate(sums)[:n_frames] / counts[:, None, None]
+  return frames.astype(np.float32), hypers
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="carfac-nap", description=__doc__.split("\n\n")[0])
+  parser.add_argument("input", type=Path, help="integer PCM WAV file")
+  parser.add_argument("output", type=Path, help="where to write the .npz")
+  parser.add_argument("--hop-ms", type=float, default=10.0, help="frame hop (default 10 ms)")
+  parser.add_argument(
+      "--ihc-style", default="two_cap", choices=["just_hwr", "one_cap", "two_cap", "two_cap_with_syn"]
+  )
+  args = parser.parse_args(argv)
+  try:
+    audio, rate = read_wav(args.input)
+  except (OSError, wave.Error, ValueError) as err:
+    print(f"carfac-nap: cannot read {args.input}: {err}", file=sys.stderr)
+    return 2
+  params = carfac.CarfacDesignParameters(fs=rate, n_ears=audio.shape[1])
+  for ear in params.ears:
+    ear.ihc.ihc_style = args.ihc_style
+  hop = max(1, round(rate * args.hop_ms / 1000))
+  frames, hypers = wav_to_nap_frames(audio, params, hop)
+  np.savez_compressed(
+      args.output,
+      nap=frames,
+      centre_frequencies_hz=hypers.ears[0].pole_freqs,
+      sample_rate_hz=rate,
+      hop_samples=hop,
+      source=str(args.input),
+  )
+  print(
+      f"{args.input}: {audio.shape[0] / rate:.2f} s, {audio.shape[1]} ear(s) -> "
+      f"{args.output}: {frames.shape[0]} frames x {frames.shape[1]} channels"
+  )
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
