@@ -12,19 +12,14 @@ stage input w is added to z1' and the stage output is y = g (w + h z2'); it is
 the next stage's input. Channel 0 is the base (highest pole frequency).
 
 The default "ripple" mode feeds each stage's output to the next within the
-same sample. That chain is the first-order linear recurrence across channels
+same sample: the first-order linear recurrence across channels
 
-    y_k = g_k (y_{k-1} + h_k z2'_k),   y_{-1} = x,
+    y_k = g_k (y_{k-1} + h_k z2'_k),   y_{-1} = x.
 
-solved here in closed form with cumulative products P_k = g_0 ... g_k:
-
-    y_k = P_k (x + sum_{j <= k} h_j z2'_j / P_{j-1}),
-
-so a sample costs a handful of vector operations instead of n_ch dependent
-scalar steps. ``use_delay_buffer`` instead feeds each stage the previous
-sample's output of the stage above (fully parallel, one sample of delay per
-stage). The cascade output passes a 20 Hz one-pole high-pass (AC coupling)
-before it becomes the BM output and the IHC input.
+``use_delay_buffer`` instead feeds each stage the previous sample's output
+of the stage above (fully parallel, one sample of delay per stage). The
+cascade output passes a 20 Hz one-pole high-pass (AC coupling) before it
+becomes the BM output and the IHC input.
 """
 
 from __future__ import annotations
@@ -276,10 +271,20 @@ def ohc_nlf(velocities: jax.Array, weights: CarWeights) -> jax.Array:
 
 
 def _ripple(x_in: jax.Array, g: jax.Array, hz2: jax.Array) -> jax.Array:
-  """Solves y_k = g_k (y_{k-1} + hz2_k), y_{-1} = x_in, for all k at once."""
-  p = jnp.cumprod(g)
-  p_above = jnp.concatenate([jnp.ones_like(p[:1]), p[:-1]])
-  return p * (x_in + jnp.cumsum(hz2 / p_above))
+  """Solves y_k = g_k (y_{k-1} + hz2_k), y_{-1} = x_in, channel by channel.
+
+  A ``lax.scan`` over channels: the same order of operations as the
+  reference, and, measured on CPU against a closed form with cumulative
+  products, an associative scan and a triangular matmul, as fast for one
+  stream and the fastest when streams are batched with ``vmap``.
+  """
+
+  def stage(stage_in, g_and_hz2):
+    g_k, hz2_k = g_and_hz2
+    y_k = g_k * (stage_in + hz2_k)
+    return y_k, y_k
+
+  return jax.lax.scan(stage, x_in, (g, hz2))[1]
 
 
 def car_step(
