@@ -1,0 +1,187 @@
+"""A fixed-capacity pool of CARFAC streams, stepped as one batched call.
+
+Every slot holds one stream's CarfacState (stacked along a leading axis, kept
+on the device and donated to each step) plus its unfinished frame hop. A step
+takes one fixed-size block for each stream that has one and advances exactly
+those streams; the others keep their state untouched. Streams join (their
+slot is reset to the designed initial state) and leave at any time. The step
+and the slot reset are compiled ahead of time, at construction, for the pool's
+capacity and block size, so nothing compiles on the hot path.
+
+Bad input policy: a block of the wrong shape or dtype, or with NaN/Inf
+samples, raises ``ValueError`` before anything runs, so no stream's state is
+touched by it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import carfac
+from carfac._dataclasses import pytree_dataclass
+from engine.frames import max_frames, reduce_to_frames
+
+RAW_OUTPUTS = ("naps", "bm")
+
+
+class PoolFullError(RuntimeError):
+  """Every slot of the pool is taken."""
+
+
+@pytree_dataclass
+class PoolState:
+  """Device state of all slots: model state and the unfinished frame hop."""
+
+  model: carfac.CarfacState  # every leaf has a leading (capacity,) axis
+  frame_sum: jax.Array  # (capacity, n_ch, n_ears)
+  frame_count: jax.Array  # (capacity,) int32
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockResult:
+  """What one block of one stream produced."""
+
+  frames: np.ndarray  # (n_frames, n_ch, n_ears): mean NAP per hop
+  first_frame: int  # stream-wide index of frames[0]
+  raw: dict[str, np.ndarray]  # requested per-sample outputs, (block, n_ch, n_ears)
+
+
+def _step_one(model_state, frame_sum, frame_count, block, active, *, hypers, weights, hop, raw_outputs):
+  """One stream: run the block, reduce to frames, keep old state if inactive."""
+  outputs = tuple(dict.fromkeys(("naps",) + raw_outputs))
+  seg, new_model = carfac.run_segment_outputs(block, hypers, weights, model_state, outputs=outputs)
+  frames, n_frames, new_sum, new_count = reduce_to_frames(seg["naps"], frame_sum, frame_count, hop)
+  keep = lambda new, old: jnp.where(active, new, old)
+  new_model = jax.tree.map(keep, new_model, model_state)
+  raw = {name: seg[name] for name in raw_outputs}
+  return (
+      new_model,
+      keep(new_sum, frame_sum),
+      keep(new_count, frame_count),
+      frames,
+      jnp.where(active, n_frames, 0),
+      raw,
+  )
+
+
+def _pool_step(state: PoolState, blocks, active, *, hypers, weights, hop, raw_outputs):
+  step = functools.partial(_step_one, hypers=hypers, weights=weights, hop=hop, raw_outputs=raw_outputs)
+  model, frame_sum, frame_count, frames, n_frames, raw = jax.vmap(step)(
+      state.model, state.frame_sum, state.frame_count, blocks, active
+  )
+  return PoolState(model, frame_sum, frame_count), frames, n_frames, raw
+
+
+def _reset_slot(state: PoolState, initial: PoolState, slot):
+  """Puts the designed initial state (unbatched ``initial``) into ``slot``."""
+  return jax.tree.map(lambda leaf, init: leaf.at[slot].set(init), state, initial)
+
+
+class StreamPool:
+  """``capacity`` streams of one design, stepped together block by block."""
+
+  def __init__(
+      self,
+      params: carfac.CarfacDesignParameters,
+      capacity: int,
+      block_size: int,
+      hop: int,
+      raw_outputs: Sequence[str] = (),
+      dtype=np.float32,
+  ):
+    if capacity < 1 or block_size < 1 or hop < 1:
+      raise ValueError("capacity, block_size and hop must all be >= 1")
+    unknown = set(raw_outputs) - set(RAW_OUTPUTS)
+    if unknown:
+      raise ValueError(f"unknown raw outputs {sorted(unknown)}; choose from {RAW_OUTPUTS}")
+    self.capacity, self.block_size, self.hop = capacity, block_size, hop
+    self.raw_outputs = tuple(raw_outputs)
+    self.dtype = np.dtype(dtype)
+    self.hypers, self.weights, model_state = carfac.design_and_init_carfac(params, self.dtype)
+    self.n_ears = self.hypers.n_ears
+    self.n_ch = self.hypers.ears[0].n_ch
+    self.max_frames = max_frames(block_size, hop)
+    self._initial = PoolState(
+        model=model_state,
+        frame_sum=jnp.zeros((self.n_ch, self.n_ears), self.dtype),
+        frame_count=jnp.asarray(0, jnp.int32),
+    )
+    self._state = jax.tree.map(lambda leaf: jnp.stack([leaf] * capacity), self._initial)
+    self._free = list(range(capacity))
+    self._next_frame = [0] * capacity
+    self._compile()
+
+  def _compile(self) -> None:
+    """Ahead-of-time compilation: calls below can never trigger a compile."""
+    step = functools.partial(
+        _pool_step, hypers=self.hypers, weights=self.weights, hop=self.hop, raw_outputs=self.raw_outputs
+    )
+    blocks = jax.ShapeDtypeStruct((self.capacity, self.block_size, self.n_ears), self.dtype)
+    active = jax.ShapeDtypeStruct((self.capacity,), np.bool_)
+    self._step = jax.jit(step, donate_argnums=0).lower(self._state, blocks, active).compile()
+    slot = jax.ShapeDtypeStruct((), np.int32)
+    self._reset = jax.jit(_reset_slot, donate_argnums=0).lower(self._state, self._initial, slot).compile()
+
+  @property
+  def active_streams(self) -> int:
+    return self.capacity - len(self._free)
+
+  def centre_frequencies(self) -> np.ndarray:
+    """Pole frequency of each channel, Hz (channel 0 highest)."""
+    return np.asarray(self.hypers.ears[0].pole_freqs)
+
+  def join(self) -> int:
+    """Takes a free slot, starting from the designed initial state."""
+    if not self._free:
+      raise PoolFullError(f"all {self.capacity} stream slots are in use")
+    slot = self._free.pop(0)
+    self._state = self._reset(self._state, self._initial, np.int32(slot))
+    self._next_frame[slot] = 0
+    return slot
+
+  def leave(self, slot: int) -> None:
+    """Frees ``slot``; the next stream to take it starts afresh."""
+    if slot in self._free or not 0 <= slot < self.capacity:
+      raise ValueError(f"slot {slot} is not in use")
+    self._free.append(slot)
+
+  def _checked_block(self, slot: int, block) -> np.ndarray:
+    if slot in self._free or not 0 <= slot < self.capacity:
+      raise ValueError(f"slot {slot} is not in use")
+    array = np.asarray(block)
+    if array.dtype not in (np.float32, np.float64):
+      raise ValueError(f"slot {slot}: block dtype must be float32 or float64, got {array.dtype}")
+    expected = (self.block_size, self.n_ears)
+    allowed = [expected] + ([(self.block_size,)] if self.n_ears == 1 else [])
+    if array.shape not in allowed:
+      raise ValueError(f"slot {slot}: block shape must be {expected}, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+      raise ValueError(f"slot {slot}: block has NaN or Inf samples; rejected, state untouched")
+    return array.reshape(expected)
+
+  def step(self, blocks: Mapping[int, np.ndarray]) -> dict[int, BlockResult]:
+    """Advances every stream in ``blocks`` (slot -> one block) by one block."""
+    batch = np.zeros((self.capacity, self.block_size, self.n_ears), self.dtype)
+    active = np.zeros(self.capacity, np.bool_)
+    for slot, block in blocks.items():
+      batch[slot] = self._checked_block(slot, block)
+      active[slot] = True
+    self._state, frames, n_frames, raw = self._step(self._state, batch, active)
+    frames, n_frames = np.asarray(frames), np.asarray(n_frames)
+    raw = {name: np.asarray(values) for name, values in raw.items()}
+    results = {}
+    for slot in blocks:
+      count = int(n_frames[slot])
+      results[slot] = BlockResult(
+          frames=frames[slot, :count],
+          first_frame=self._next_frame[slot],
+          raw={name: values[slot] for name, values in raw.items()},
+      )
+      self._next_frame[slot] += count
+    return results

@@ -1,0 +1,120 @@
+"""The stream pool: equal to run_segment, joins and leaves, no compiles, bad input."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import carfac
+from engine import StreamPool, max_frames, reduce_to_frames
+from engine.pool import PoolFullError
+
+
+def offline_frames(audio: np.ndarray, hop: int, dtype=np.float64, n_ears: int = 1) -> np.ndarray:
+  """Mean NAP per complete hop from one offline run_segment call."""
+  params = carfac.CarfacDesignParameters(n_ears=n_ears)
+  hypers, weights, state = carfac.design_and_init_carfac(params, dtype)
+  naps = np.asarray(carfac.run_segment(audio, hypers, weights, state).naps)
+  n = len(naps) // hop
+  return naps[: n * hop].reshape(n, hop, *naps.shape[1:]).mean(axis=1)
+
+
+@pytest.mark.parametrize("block, hop", [(256, 100), (64, 64), (50, 220), (7, 3)])
+def test_reduce_to_frames_matches_hop_means_across_blocks(block: int, hop: int) -> None:
+  x = np.random.default_rng(0).standard_normal((block * 9, 4))
+  carry_sum, carry_count, frames = np.zeros(4), np.int32(0), []
+  for b in range(9):
+    out, n, carry_sum, carry_count = reduce_to_frames(x[b * block : (b + 1) * block], carry_sum, carry_count, hop)
+    assert out.shape[0] == max_frames(block, hop)
+    frames.append(np.asarray(out)[: int(n)])
+  got = np.concatenate(frames)
+  n = len(x) // hop
+  np.testing.assert_allclose(got, x[: n * hop].reshape(n, hop, 4).mean(axis=1), rtol=1e-12, atol=1e-14)
+  np.testing.assert_allclose(carry_sum, x[n * hop :].sum(axis=0), atol=1e-12)
+  assert int(carry_count) == len(x) - n * hop
+
+
+def test_pool_streams_joining_and_leaving_equal_separate_offline_runs() -> None:
+  """Four slots, five streams: late joins, pauses (no block in a step: state
+  untouched), and a freed slot reused by a new stream that starts afresh."""
+  block, hop = 128, 100
+  pool = StreamPool(carfac.CarfacDesignParameters(), capacity=4, block_size=block, hop=hop, dtype=np.float64)
+  rng = np.random.default_rng(5)
+  plan = {"a": (0, 10), "b": (0, 4), "c": (2, 6), "d": (3, 7), "e": (5, 5)}  # join step, blocks
+  audio = {k: rng.standard_normal(n * block) * 10 ** rng.uniform(-3, -1) for k, (_, n) in plan.items()}
+  slots, sent, frames = {}, dict.fromkeys(plan, 0), {k: [] for k in plan}
+  for t in range(20):
+    for name, (start, _) in plan.items():
+      if t == start:
+        slots[name] = pool.join()
+    blocks = {
+        slots[name]: audio[name][sent[name] * block : (sent[name] + 1) * block]
+        for name in slots
+        if (t + ord(name)) % 4 != 0  # every stream skips some steps
+    }
+    results = pool.step(blocks)
+    for name, slot in list(slots.items()):
+      if slot in results:
+        assert results[slot].first_frame == sum(len(f) for f in frames[name])
+        frames[name].append(results[slot].frames)
+        sent[name] += 1
+      if sent[name] == plan[name][1]:
+        pool.leave(slots.pop(name))
+  assert slots == {} and pool.active_streams == 0
+  for name in plan:
+    got = np.concatenate(frames[name])
+    expected = offline_frames(audio[name], hop)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10 * np.abs(expected).max(), err_msg=name)
+
+
+def test_pool_compiles_nothing_after_start_up() -> None:
+  compiles = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, _secs, **_: compiles.append(event) if "backend_compile" in event else None
+  )
+  pool = StreamPool(carfac.CarfacDesignParameters(), capacity=3, block_size=64, hop=50, raw_outputs=("bm",))
+  before = len(compiles)
+  assert before >= 2, "the listener saw no start-up compilation; the check would be vacuous"
+  rng = np.random.default_rng(1)
+  for t in range(40):
+    if t % 7 == 0 and pool.active_streams < 3:
+      pool.join()
+    active = [s for s in range(3) if s not in pool._free]
+    results = pool.step({s: rng.standard_normal(64).astype(np.float32) * 0.01 for s in active})
+    assert all(r.raw["bm"].shape == (64, 71, 1) for r in results.values())
+    if t % 11 == 10:
+      pool.leave(active[0])
+  assert len(compiles) == before, compiles[before:]
+
+
+def test_pool_rejects_bad_blocks_without_touching_state() -> None:
+  pool = StreamPool(carfac.CarfacDesignParameters(), capacity=2, block_size=32, hop=32)
+  slot = pool.join()
+  good = np.full(32, 0.01, np.float32)
+  before = jax.tree.map(np.array, pool._state)
+  bad_blocks = {
+      "NaN": np.where(np.arange(32) == 5, np.nan, good).astype(np.float32),
+      "wrong size": np.zeros(31, np.float32),
+      "int16": np.zeros(32, np.int16),
+  }
+  for what, bad in bad_blocks.items():
+    with pytest.raises(ValueError):
+      pool.step({slot: bad})
+  after = jax.tree.map(np.array, pool._state)
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+    np.testing.assert_array_equal(a, b)
+  assert len(pool.step({slot: good})[slot].frames) == 1
+
+
+def test_pool_full_and_slot_misuse_are_clear_errors() -> None:
+  pool = StreamPool(carfac.CarfacDesignParameters(), capacity=1, block_size=16, hop=16)
+  slot = pool.join()
+  with pytest.raises(PoolFullError):
+    pool.join()
+  pool.leave(slot)
+  with pytest.raises(ValueError, match="not in use"):
+    pool.leave(slot)
+  with pytest.raises(ValueError, match="not in use"):
+    pool.step({0: np.zeros(16, np.float32)})
