@@ -11,6 +11,6 @@ if [ -z "$in" ]; then
   mkdir -p artifacts
   in=artifacts/demo_tone.wav
   out="${out:-artifacts/demo_tone_nap.npz}"
-  .venv/bin/python -c "import numpy as np; from carfac.cli import write_wav; t = np.arange(22050) / 22050; write_wav('$in', 0.1 * np.sin(2 * np.pi * 1000 * t), 22050)"
+  .venv/bin/python -c "import numpy as np; from engine.nap_file import write_wav; t = np.arange(22050) / 22050; write_wav('$in', 0.1 * np.sin(2 * np.pi * 1000 * t), 22050)"
 fi
 exec .venv/bin/carfac-nap "$in" "${out:-${in%.*}_nap.npz}"

@@ -1,9 +1,9 @@
 """``carfac-nap``: turn a WAV file into NAP frames saved as ``.npz``.
 
-The model is designed at the file's own sample rate and run in fixed-size
-chunks (one compilation, bounded memory); each frame is the mean NAP over one
-hop. Uses only the standard library's ``wave`` (integer PCM WAV) and numpy, so
-the model package keeps its jax + numpy dependency set.
+The model is designed at the file's own sample rate and the file is streamed
+through a one-slot ``StreamPool`` in fixed-size blocks (one compilation,
+bounded memory); each frame is the mean NAP over one complete hop. WAV files
+are read with the standard library's ``wave`` (integer PCM).
 
     carfac-nap speech.wav speech_nap.npz --hop-ms 10
 """
@@ -11,16 +11,14 @@ the model package keeps its jax + numpy dependency set.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import wave
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 import carfac
+from engine.pool import StreamPool
 
 _PCM_DTYPES = {1: np.uint8, 2: np.int16, 4: np.int32}
 
@@ -51,40 +49,28 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
     wav.writeframes(pcm.tobytes())
 
 
-@functools.partial(jax.jit, static_argnames=("hypers", "hop"), donate_argnames=("state",))
-def _chunk_frame_sums(chunk, n_valid, hypers, weights, state, hop: int):
-  """Runs one chunk; returns per-hop NAP sums over its first ``n_valid``
-  samples (the rest is padding), (frames, n_ch, n_ears), and the new state."""
-  seg, state = carfac.run_segment_outputs(chunk, hypers, weights, state, outputs=("naps",))
-  naps = jnp.where((jnp.arange(chunk.shape[0]) < n_valid)[:, None, None], seg["naps"], 0)
-  return naps.reshape(-1, hop, *naps.shape[1:]).sum(axis=1), state
-
-
 def wav_to_nap_frames(
     audio: np.ndarray,
     params: carfac.CarfacDesignParameters,
     hop: int,
-    frames_per_chunk: int = 64,
-) -> tuple[np.ndarray, carfac.CarfacHypers]:
-  """Mean NAP per hop of ``audio`` (n_samp, n_ears): (n_frames, n_ch, n_ears).
+    frames_per_block: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Mean NAP per complete hop of ``audio`` (n_samp, n_ears).
 
-  A final partial hop is averaged over the samples it has.
+  Returns (frames (n_frames, n_ch, n_ears) float32, centre frequencies).
   """
-  hypers, weights, state = carfac.design_and_init_carfac(params)
+  block = hop * frames_per_block
+  pool = StreamPool(params, capacity=1, block_size=block, hop=hop)
+  slot = pool.join()
   n_samp = audio.shape[0]
-  chunk = hop * frames_per_chunk
-  padded = np.zeros((-(-n_samp // chunk) * chunk, audio.shape[1]), audio.dtype)
+  padded = np.zeros((-(-n_samp // block) * block, audio.shape[1]), np.float32)
   padded[:n_samp] = audio
-  sums = []
-  for start in range(0, len(padded), chunk):
-    frame_sums, state = _chunk_frame_sums(
-        jnp.asarray(padded[start : start + chunk]), n_samp - start, hypers, weights, state, hop
-    )
-    sums.append(np.asarray(frame_sums))
-  n_frames = -(-n_samp // hop)
-  counts = np.minimum(hop, n_samp - hop * np.arange(n_frames))
-  frames = np.concatenate(sums)[:n_frames] / counts[:, None, None]
-  return frames.astype(np.float32), hypers
+  frames = [
+      pool.step({slot: padded[start : start + block]})[slot].frames
+      for start in range(0, len(padded), block)
+  ]
+  # Frames that reach into the zero padding are not the file's.
+  return np.concatenate(frames)[: n_samp // hop], pool.centre_frequencies()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
   for ear in params.ears:
     ear.ihc.ihc_style = args.ihc_style
   hop = max(1, round(rate * args.hop_ms / 1000))
-  frames, hypers = wav_to_nap_frames(audio, params, hop)
+  frames, centre_frequencies = wav_to_nap_frames(audio, params, hop)
   np.savez_compressed(
       args.output,
       nap=frames,
-      centre_frequencies_hz=hypers.ears[0].pole_freqs,
+      centre_frequencies_hz=centre_frequencies,
       sample_rate_hz=rate,
       hop_samples=hop,
       source=str(args.input),
