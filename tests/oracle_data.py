@@ -42,6 +42,7 @@ class OracleCase:
   name: str
   entry: dict
   folder: Path
+  time_stride: int = 1  # the subset keeps every time_stride-th output sample
 
   def load(self) -> dict[str, np.ndarray]:
     with np.load(self.folder / self.entry["file"]) as data:
@@ -61,7 +62,8 @@ def load_cases(folder: Path | None) -> list[OracleCase]:
   if folder is None:
     return []
   manifest = json.loads((folder / "manifest.json").read_text())
-  return [OracleCase(c["name"], c, folder) for c in manifest["cases"]]
+  stride = int(manifest.get("time_stride", 1))
+  return [OracleCase(c["name"], c, folder, stride) for c in manifest["cases"]]
 
 
 def _apply_overrides(target: object, overrides: dict) -> None:

@@ -84,10 +84,6 @@ def run_case(name: str, dtype: type) -> Run:
   return Run(hypers, weights, outputs, states)
 
 
-def stride_of(case: OracleCase) -> int:
-  return 13 if case.folder == SUBSET_DIR else 1
-
-
 def assert_close_to_peak(ours, ref, rtol: float, what: str, scale=None) -> None:
   """max |ours - ref| <= rtol * max |scale| (scale defaults to ref)."""
   ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
@@ -102,7 +98,7 @@ def assert_close_to_peak(ours, ref, rtol: float, what: str, scale=None) -> None:
 def check_outputs(case: OracleCase, dtype: type) -> None:
   run = run_case(case.name, dtype)
   data = case.load()
-  stride = int(case.entry.get("time_stride", stride_of(case)))
+  stride = case.time_stride
   checked = [n for n in OUTPUTS if n in data]
   assert "naps" in checked
   for name in checked:
