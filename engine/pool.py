@@ -132,6 +132,14 @@ class StreamPool:
   def active_streams(self) -> int:
     return self.capacity - len(self._free)
 
+  @property
+  def slots_in_use(self) -> list[int]:
+    return [slot for slot in range(self.capacity) if slot not in self._free]
+
+  def _require_in_use(self, slot: int) -> None:
+    if slot in self._free or not 0 <= slot < self.capacity:
+      raise ValueError(f"slot {slot} is not in use")
+
   def centre_frequencies(self) -> np.ndarray:
     """Pole frequency of each channel, Hz (channel 0 highest)."""
     return np.asarray(self.hypers.ears[0].pole_freqs)
@@ -147,13 +155,11 @@ class StreamPool:
 
   def leave(self, slot: int) -> None:
     """Frees ``slot``; the next stream to take it starts afresh."""
-    if slot in self._free or not 0 <= slot < self.capacity:
-      raise ValueError(f"slot {slot} is not in use")
+    self._require_in_use(slot)
     self._free.append(slot)
 
   def _checked_block(self, slot: int, block) -> np.ndarray:
-    if slot in self._free or not 0 <= slot < self.capacity:
-      raise ValueError(f"slot {slot} is not in use")
+    self._require_in_use(slot)
     array = np.asarray(block)
     if array.dtype not in (np.float32, np.float64):
       raise ValueError(f"slot {slot}: block dtype must be float32 or float64, got {array.dtype}")

@@ -81,7 +81,7 @@ def test_pool_compiles_nothing_after_start_up() -> None:
   for t in range(40):
     if t % 7 == 0 and pool.active_streams < 3:
       pool.join()
-    active = [s for s in range(3) if s not in pool._free]
+    active = pool.slots_in_use
     results = pool.step({s: rng.standard_normal(64).astype(np.float32) * 0.01 for s in active})
     assert all(r.raw["bm"].shape == (64, 71, 1) for r in results.values())
     if t % 11 == 10:
