@@ -10,7 +10,12 @@ designed), Weights (trainable) and State (donatable). Typical use::
         audio, hypers, weights, state)
 """
 
+from carfac._xla_flags import enable_single_kernel_loops
+
+enable_single_kernel_loops()
+
 from carfac.agc import AgcDesignParameters, AgcHypers, AgcState, AgcWeights
+from carfac.batch import run_segment_batch
 from carfac.car import CarDesignParameters, CarHypers, CarState, CarWeights
 from carfac.carfac import (
     OUTPUT_NAMES,
@@ -39,6 +44,7 @@ __all__ = [name for name in dir() if not name.startswith("_") and name[0].isuppe
     "cross_couple",
     "design_and_init_carfac",
     "run_segment",
+    "run_segment_batch",
     "run_segment_full",
     "run_segment_full_jit",
     "run_segment_jit",

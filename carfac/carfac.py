@@ -193,23 +193,6 @@ def close_agc_loop(
   return closed
 
 
-def _update_agc_all_ears(
-    hypers: CarfacHypers,
-    weights: CarfacWeights,
-    states: list[ear.EarState],
-    open_loop: bool,
-) -> list[ear.EarState]:
-  """The decimated work: AGC stages of every ear, coupling, loop closure."""
-  states = [
-      dataclasses.replace(s, agc=agc.update_stages(h.agc, w.agc, s.agc))
-      for h, w, s in zip(hypers.ears, weights.ears, states)
-  ]
-  states = cross_couple(hypers, weights, states)
-  if not open_loop:
-    states = close_agc_loop(hypers, weights, states)
-  return states
-
-
 def _validated_input(input_waves, hypers: CarfacHypers, dtype) -> jax.Array:
   """Checks rank, ear count and dtype; returns (n_samp, n_ears) of ``dtype``."""
   shape = np.shape(input_waves)
@@ -236,6 +219,75 @@ def _state_dtype(state: CarfacState):
   return state.ears[0].car.z1_memory.dtype
 
 
+def _open_loop_states(states: list[ear.EarState]) -> list[ear.EarState]:
+  """Freezes the CAR ramps where they are (open loop: the AGC never feeds back)."""
+  return [
+      dataclasses.replace(
+          s,
+          car=dataclasses.replace(
+              s.car,
+              dzb_memory=jnp.zeros_like(s.car.dzb_memory),
+              dg_memory=jnp.zeros_like(s.car.dg_memory),
+          ),
+      )
+      for s in states
+  ]
+
+
+def _checked_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
+  outputs = tuple(outputs)
+  unknown = set(outputs) - set(OUTPUT_NAMES)
+  if unknown:
+    raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {OUTPUT_NAMES}")
+  return outputs
+
+
+def ears_step(
+    hypers: CarfacHypers,
+    weights: CarfacWeights,
+    states: list[ear.EarState],
+    x_t: jax.Array,
+    outputs: Sequence[str],
+) -> tuple[list[ear.EarState], jax.Array, dict[str, jax.Array]]:
+  """One sample through every ear, up to the AGC input accumulation.
+
+  Returns (new states, whether the decimated AGC update is due, the requested
+  per-sample outputs, each (n_ch, n_ears) or (n_ch, n_classes, n_ears)).
+  The update itself is ``update_agc``; the ears' AGC phases move in lockstep.
+  """
+  samples, new_states, due = [], [], None
+  for e, (h, w, s) in enumerate(zip(hypers.ears, weights.ears, states)):
+    sample, ear_due, s = ear.ear_step(x_t[e], h, w, s)
+    samples.append(sample)
+    new_states.append(s)
+    due = ear_due if due is None else due
+  per_sample = {}
+  for name in outputs:
+    values = [getattr(smp, _SAMPLE_FIELD[name]) for smp in samples]
+    if values[0] is None:  # fibres without a synapse
+      n_classes = hypers.ears[0].syn.n_classes
+      values = [jnp.zeros(smp.nap.shape + (n_classes,), smp.nap.dtype) for smp in samples]
+    per_sample[name] = jnp.stack(values, axis=-1)
+  return new_states, due, per_sample
+
+
+def update_agc(
+    hypers: CarfacHypers,
+    weights: CarfacWeights,
+    states: list[ear.EarState],
+    open_loop: bool,
+) -> list[ear.EarState]:
+  """The decimated work: AGC stages of every ear, coupling, loop closure."""
+  states = [
+      dataclasses.replace(s, agc=agc.update_stages(h.agc, w.agc, s.agc))
+      for h, w, s in zip(hypers.ears, weights.ears, states)
+  ]
+  states = cross_couple(hypers, weights, states)
+  if not open_loop:
+    states = close_agc_loop(hypers, weights, states)
+  return states
+
+
 def run_segment_outputs(
     input_waves: jax.Array,
     hypers: CarfacHypers,
@@ -251,48 +303,18 @@ def run_segment_outputs(
   outputs saves memory traffic in the time loop. Segments of any length can be
   chained by passing the returned state back in; the result equals one call.
   """
-  outputs = tuple(outputs)
-  unknown = set(outputs) - set(OUTPUT_NAMES)
-  if unknown:
-    raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {OUTPUT_NAMES}")
+  outputs = _checked_outputs(outputs)
   x = _validated_input(input_waves, hypers, _state_dtype(state))
   states = list(state.ears)
-  if open_loop:  # freeze the CAR ramps where they are
-    states = [
-        dataclasses.replace(
-            s,
-            car=dataclasses.replace(
-                s.car,
-                dzb_memory=jnp.zeros_like(s.car.dzb_memory),
-                dg_memory=jnp.zeros_like(s.car.dg_memory),
-            ),
-        )
-        for s in states
-    ]
+  if open_loop:
+    states = _open_loop_states(states)
 
   def sample_step(states, x_t):
-    samples, due = [], None
-    new_states = []
-    for e, (h, w, s) in enumerate(zip(hypers.ears, weights.ears, states)):
-      sample, ear_due, s = ear.ear_step(x_t[e], h, w, s)
-      samples.append(sample)
-      new_states.append(s)
-      due = ear_due if due is None else due
-    new_states = jax.lax.cond(
-        due,
-        lambda ss: _update_agc_all_ears(hypers, weights, ss, open_loop),
-        list,
-        new_states,
+    states, due, per_sample = ears_step(hypers, weights, states, x_t, outputs)
+    states = jax.lax.cond(
+        due, lambda ss: update_agc(hypers, weights, ss, open_loop), list, states
     )
-    per_sample = {}
-    for name in outputs:
-      field = _SAMPLE_FIELD[name]
-      values = [getattr(smp, field) for smp in samples]
-      if values[0] is None:  # fibres without a synapse
-        n_classes = hypers.ears[0].syn.n_classes
-        values = [jnp.zeros(smp.nap.shape + (n_classes,), smp.nap.dtype) for smp in samples]
-      per_sample[name] = jnp.stack(values, axis=-1)
-    return new_states, per_sample
+    return states, per_sample
 
   states, seg = jax.lax.scan(sample_step, states, x)
   return seg, CarfacState(ears=states)
