@@ -17,7 +17,11 @@ def max_frames(block_size: int, hop: int) -> int:
 
 
 def reduce_to_frames(
-    naps: jax.Array, carry_sum: jax.Array, carry_count: jax.Array, hop: int
+    naps: jax.Array,
+    carry_sum: jax.Array,
+    carry_count: jax.Array,
+    hop: int | jax.Array,
+    n_out: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Closes the hops that end inside this block.
 
@@ -25,14 +29,17 @@ def reduce_to_frames(
     naps: (B, ...) per-sample NAP of one block.
     carry_sum: (...) sum of the current, unfinished hop before this block.
     carry_count: int32 scalar, samples in that unfinished hop (0 <= c < hop).
-    hop: samples per frame.
+    hop: samples per frame; may be traced (one hop per stream in a pool).
+    n_out: frames returned, at least ``max_frames(B, hop)``; defaults to
+      that when ``hop`` is a Python int.
 
   Returns:
     (frames, n_frames, new_carry_sum, new_carry_count): frames is
-    (max_frames, ...), of which the first n_frames are valid (the rest 0).
+    (n_out, ...), of which the first n_frames are valid (the rest 0).
   """
   block = naps.shape[0]
-  n_out = max_frames(block, hop)
+  if n_out is None:
+    n_out = max_frames(block, hop)
   # Sample t belongs to frame (carry_count + t) // hop of this block; frame 0
   # also holds the carried partial hop, frame n_frames is the new partial hop.
   frame_of_sample = (carry_count + jnp.arange(block)) // hop

@@ -36,9 +36,10 @@ class PoolFullError(RuntimeError):
 
 @pytree_dataclass
 class PoolState:
-  """Device state of all slots: model state and the unfinished frame hop."""
+  """Device state of all slots: model state, frame hop and unfinished frame."""
 
   model: carfac.CarfacState  # every leaf has a leading (capacity,) axis
+  hop: jax.Array  # (capacity,) int32: samples per frame, per stream
   frame_sum: jax.Array  # (capacity, n_ch, n_ears)
   frame_count: jax.Array  # (capacity,) int32
 
@@ -52,39 +53,41 @@ class BlockResult:
   raw: dict[str, np.ndarray]  # requested per-sample outputs, (block, n_ch, n_ears)
 
 
-def _step_one(model_state, frame_sum, frame_count, block, active, *, hypers, weights, hop, raw_outputs):
-  """One stream: run the block, reduce to frames, keep old state if inactive."""
+def _pool_step(state: PoolState, blocks, active, *, hypers, weights, n_frames_out, raw_outputs):
+  """Runs every slot's block in one batch; keeps inactive slots as they were."""
   outputs = tuple(dict.fromkeys(("naps",) + raw_outputs))
-  seg, new_model = carfac.run_segment_outputs(block, hypers, weights, model_state, outputs=outputs)
-  frames, n_frames, new_sum, new_count = reduce_to_frames(seg["naps"], frame_sum, frame_count, hop)
-  keep = lambda new, old: jnp.where(active, new, old)
-  new_model = jax.tree.map(keep, new_model, model_state)
+  seg, model = carfac.run_segment_batch(blocks, hypers, weights, state.model, outputs=outputs)
+  reduce = functools.partial(reduce_to_frames, n_out=n_frames_out)
+  frames, n_frames, frame_sum, frame_count = jax.vmap(reduce)(
+      seg["naps"], state.frame_sum, state.frame_count, state.hop
+  )
+  keep = lambda new, old: jnp.where(active.reshape(active.shape + (1,) * (new.ndim - 1)), new, old)
+  new_state = PoolState(
+      model=jax.tree.map(keep, model, state.model),
+      hop=state.hop,
+      frame_sum=keep(frame_sum, state.frame_sum),
+      frame_count=keep(frame_count, state.frame_count),
+  )
   raw = {name: seg[name] for name in raw_outputs}
-  return (
-      new_model,
-      keep(new_sum, frame_sum),
-      keep(new_count, frame_count),
-      frames,
-      jnp.where(active, n_frames, 0),
-      raw,
-  )
+  return new_state, frames, jnp.where(active, n_frames, 0), raw
 
 
-def _pool_step(state: PoolState, blocks, active, *, hypers, weights, hop, raw_outputs):
-  step = functools.partial(_step_one, hypers=hypers, weights=weights, hop=hop, raw_outputs=raw_outputs)
-  model, frame_sum, frame_count, frames, n_frames, raw = jax.vmap(step)(
-      state.model, state.frame_sum, state.frame_count, blocks, active
-  )
-  return PoolState(model, frame_sum, frame_count), frames, n_frames, raw
-
-
-def _reset_slot(state: PoolState, initial: PoolState, slot):
-  """Puts the designed initial state (unbatched ``initial``) into ``slot``."""
-  return jax.tree.map(lambda leaf, init: leaf.at[slot].set(init), state, initial)
+def _reset_slot(state: PoolState, initial: PoolState, slot, hop):
+  """Puts the designed initial state (unbatched ``initial``) and ``hop`` into ``slot``."""
+  state = jax.tree.map(lambda leaf, init: leaf.at[slot].set(init), state, initial)
+  return dataclasses.replace(state, hop=state.hop.at[slot].set(hop))
 
 
 class StreamPool:
-  """``capacity`` streams of one design, stepped together block by block."""
+  """``capacity`` streams of one design, stepped together block by block.
+
+  ``hop`` is the default frame hop in samples; a stream may ask for its own
+  hop when it joins, down to ``min_hop`` (default ``hop``), which fixes the
+  most frames one block can close. A ``block_size`` that is a multiple of the
+  AGC's total decimation (64 by default) keeps every stream's AGC phase
+  aligned, so the decimated AGC work runs once per ``decimation[0]`` samples
+  for the whole pool (any block size is exact, only slower).
+  """
 
   def __init__(
       self,
@@ -94,21 +97,24 @@ class StreamPool:
       hop: int,
       raw_outputs: Sequence[str] = (),
       dtype=np.float32,
+      min_hop: int | None = None,
   ):
-    if capacity < 1 or block_size < 1 or hop < 1:
-      raise ValueError("capacity, block_size and hop must all be >= 1")
+    min_hop = hop if min_hop is None else min_hop
+    if capacity < 1 or block_size < 1 or not 1 <= min_hop <= hop:
+      raise ValueError("capacity, block_size must be >= 1 and 1 <= min_hop <= hop")
     unknown = set(raw_outputs) - set(RAW_OUTPUTS)
     if unknown:
       raise ValueError(f"unknown raw outputs {sorted(unknown)}; choose from {RAW_OUTPUTS}")
-    self.capacity, self.block_size, self.hop = capacity, block_size, hop
+    self.capacity, self.block_size, self.hop, self.min_hop = capacity, block_size, hop, min_hop
     self.raw_outputs = tuple(raw_outputs)
     self.dtype = np.dtype(dtype)
     self.hypers, self.weights, model_state = carfac.design_and_init_carfac(params, self.dtype)
     self.n_ears = self.hypers.n_ears
     self.n_ch = self.hypers.ears[0].n_ch
-    self.max_frames = max_frames(block_size, hop)
+    self.max_frames = max_frames(block_size, min_hop)
     self._initial = PoolState(
         model=model_state,
+        hop=jnp.asarray(hop, jnp.int32),
         frame_sum=jnp.zeros((self.n_ch, self.n_ears), self.dtype),
         frame_count=jnp.asarray(0, jnp.int32),
     )
@@ -120,13 +126,17 @@ class StreamPool:
   def _compile(self) -> None:
     """Ahead-of-time compilation: calls below can never trigger a compile."""
     step = functools.partial(
-        _pool_step, hypers=self.hypers, weights=self.weights, hop=self.hop, raw_outputs=self.raw_outputs
+        _pool_step,
+        hypers=self.hypers,
+        weights=self.weights,
+        n_frames_out=self.max_frames,
+        raw_outputs=self.raw_outputs,
     )
     blocks = jax.ShapeDtypeStruct((self.capacity, self.block_size, self.n_ears), self.dtype)
     active = jax.ShapeDtypeStruct((self.capacity,), np.bool_)
     self._step = jax.jit(step, donate_argnums=0).lower(self._state, blocks, active).compile()
-    slot = jax.ShapeDtypeStruct((), np.int32)
-    self._reset = jax.jit(_reset_slot, donate_argnums=0).lower(self._state, self._initial, slot).compile()
+    scalar = jax.ShapeDtypeStruct((), np.int32)
+    self._reset = jax.jit(_reset_slot, donate_argnums=0).lower(self._state, self._initial, scalar, scalar).compile()
 
   @property
   def active_streams(self) -> int:
@@ -144,12 +154,18 @@ class StreamPool:
     """Pole frequency of each channel, Hz (channel 0 highest)."""
     return np.asarray(self.hypers.ears[0].pole_freqs)
 
-  def join(self) -> int:
-    """Takes a free slot, starting from the designed initial state."""
+  def join(self, hop: int | None = None) -> int:
+    """Takes a free slot, starting from the designed initial state.
+
+    ``hop``: this stream's frame hop in samples (default: the pool's).
+    """
+    hop = self.hop if hop is None else int(hop)
+    if hop < self.min_hop:
+      raise ValueError(f"hop {hop} is below this pool's minimum of {self.min_hop} samples")
     if not self._free:
       raise PoolFullError(f"all {self.capacity} stream slots are in use")
     slot = self._free.pop(0)
-    self._state = self._reset(self._state, self._initial, np.int32(slot))
+    self._state = self._reset(self._state, self._initial, np.int32(slot), np.int32(hop))
     self._next_frame[slot] = 0
     return slot
 

@@ -118,3 +118,33 @@ def test_pool_full_and_slot_misuse_are_clear_errors() -> None:
     pool.leave(slot)
   with pytest.raises(ValueError, match="not in use"):
     pool.step({0: np.zeros(16, np.float32)})
+
+
+def test_pool_streams_with_own_hops_and_unaligned_agc_phases_equal_offline() -> None:
+  """A block of 100 samples (not a multiple of the AGC decimation) and staggered
+  joins put the streams' AGC phases out of step, so in some samples only some
+  streams are due; each stream also asks for its own hop."""
+  block, n_blocks = 100, 8
+  pool = StreamPool(
+      carfac.CarfacDesignParameters(), capacity=3, block_size=block, hop=80, min_hop=30, dtype=np.float64
+  )
+  rng = np.random.default_rng(9)
+  hops, joins = [80, 30, 57], [0, 1, 3]
+  audio = [rng.standard_normal(n_blocks * block) * 0.03 for _ in hops]
+  slots, frames = [None] * 3, [[] for _ in hops]
+  for t in range(n_blocks + max(joins)):
+    for i, start in enumerate(joins):
+      if t == start:
+        slots[i] = pool.join(hop=hops[i])
+    live = [i for i in range(3) if joins[i] <= t < joins[i] + n_blocks]
+    k = {i: t - joins[i] for i in live}
+    results = pool.step({slots[i]: audio[i][k[i] * block : (k[i] + 1) * block] for i in live})
+    for i in live:
+      frames[i].append(results[slots[i]].frames)
+  for i, hop in enumerate(hops):
+    expected = offline_frames(audio[i], hop)
+    got = np.concatenate(frames[i])
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10 * np.abs(expected).max(), err_msg=f"hop {hop}")
+  with pytest.raises(ValueError, match="below"):
+    pool.join(hop=29)
