@@ -1,0 +1,221 @@
+"""Microphone input through PortAudio (``sounddevice``), for the engine.
+
+``MicrophoneSource`` wraps a ``sounddevice.InputStream``. Its callback runs
+on PortAudio's thread and does nothing but copy the samples into a bounded
+``RingBuffer`` and count overflows (frames the ring had no room for, and
+PortAudio's own ``input_overflow`` flags); all model work happens on the
+engine's thread, which drains the ring through ``read_block`` or iteration
+(an ``AudioSource`` for ``engine.runner.EngineRunner``).
+
+    python -m engine.microphone --list-devices
+    python -m engine.microphone --device pulse --seconds 10
+
+The second form runs the microphone through the model and prints, once a
+second, the centre frequency of the channel with the strongest mean NAP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from typing import Iterator
+
+import numpy as np
+
+import carfac
+from engine.optional_import import import_optional
+from engine.pool import BlockResult, StreamPool
+from engine.ring_buffer import RingBuffer
+from engine.runner import EngineRunner
+
+_INSTALL_HINT = (
+    "the microphone needs the PortAudio library (Debian: libportaudio2, see "
+    "scripts/install_system_packages.sh) and the audio extra (pip install -e '.[audio]')"
+)
+_POLL_SECONDS = 0.002  # how often read_block looks for new samples
+
+
+class MicrophoneError(RuntimeError):
+  """The input stream stopped or delivered nothing in time."""
+
+
+def _sounddevice():
+  """The sounddevice module, imported on first use (it loads PortAudio)."""
+  return import_optional("sounddevice", _INSTALL_HINT)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputDevice:
+  """One PortAudio device that can capture."""
+
+  index: int
+  name: str
+  max_input_channels: int
+  default_sample_rate: float
+
+
+def list_input_devices() -> list[InputDevice]:
+  """Every device with at least one input channel."""
+  return [
+      InputDevice(info["index"], info["name"], info["max_input_channels"], info["default_samplerate"])
+      for info in _sounddevice().query_devices()
+      if info["max_input_channels"] > 0
+  ]
+
+
+class MicrophoneSource:
+  """Captures float32 audio from an input device into a ring buffer.
+
+  Args:
+    device: index or (part of the) name; None for the default input device.
+    sample_rate: capture rate in Hz; None for the device's default rate.
+    channels: input channels to capture.
+    buffer_seconds: ring capacity; what the engine falls behind by beyond it
+      is dropped and counted (see ``RingBuffer``).
+    block_frames: frames per callback (0: whatever PortAudio prefers).
+    timeout: how long ``read_block`` and the iterator wait for audio.
+  """
+
+  def __init__(
+      self,
+      device: int | str | None = None,
+      sample_rate: float | None = None,
+      channels: int = 1,
+      buffer_seconds: float = 2.0,
+      block_frames: int = 0,
+      timeout: float = 2.0,
+  ):
+    sd = _sounddevice()
+    info = sd.query_devices(device, kind="input")
+    if not 1 <= channels <= info["max_input_channels"]:
+      raise ValueError(f"{info['name']!r} has {info['max_input_channels']} input channel(s), asked for {channels}")
+    self.device_index, self.device_name = info["index"], info["name"]
+    self.sample_rate = float(sample_rate or info["default_samplerate"])
+    self.channels, self.timeout = channels, timeout
+    self._ring = RingBuffer(max(1, round(buffer_seconds * self.sample_rate)), channels)
+    self.callbacks = 0  # callbacks PortAudio made
+    self.input_overflows = 0  # callbacks flagged input_overflow by PortAudio
+    try:
+      self._stream = sd.InputStream(
+          device=self.device_index,
+          samplerate=self.sample_rate,
+          channels=channels,
+          dtype="float32",
+          blocksize=block_frames,
+          callback=self._on_audio,
+      )
+    except sd.PortAudioError as err:
+      raise MicrophoneError(f"cannot open {self.device_name!r} at {self.sample_rate:g} Hz: {err}") from err
+
+  def _on_audio(self, indata: np.ndarray, frames: int, time_info, status) -> None:
+    """PortAudio's thread: copy and count, nothing else."""
+    if status.input_overflow:
+      self.input_overflows += 1
+    self._ring.write(indata)
+    self.callbacks += 1
+
+  @property
+  def overflowed(self) -> int:
+    """Frames dropped because the engine fell ``buffer_seconds`` behind."""
+    return self._ring.overflowed
+
+  @property
+  def overflow_events(self) -> int:
+    """Callbacks whose samples did not all fit into the ring."""
+    return self._ring.overflow_events
+
+  def start(self) -> None:
+    """Starts capturing; the callback fills the ring from now on."""
+    self._stream.start()
+
+  def close(self) -> None:
+    """Stops capturing and releases the device."""
+    self._stream.close()
+
+  def __enter__(self) -> MicrophoneSource:
+    self.start()
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  def read_block(self, timeout: float | None = None) -> np.ndarray:
+    """Engine's thread: all captured frames, (n >= 1, channels) float32.
+
+    Waits up to ``timeout`` (default: the source's) for the first frame;
+    raises ``MicrophoneError`` if none comes or the stream has stopped.
+    """
+    wait = self.timeout if timeout is None else timeout
+    deadline = time.monotonic() + wait
+    while (available := self._ring.read_available()) == 0:
+      if not self._stream.active:
+        raise MicrophoneError(f"the input stream of {self.device_name!r} is not running")
+      if time.monotonic() >= deadline:
+        raise MicrophoneError(f"no audio from {self.device_name!r} within {wait} s")
+      time.sleep(_POLL_SECONDS)
+    return self._ring.read(available)
+
+  def __iter__(self) -> Iterator[np.ndarray]:
+    """Captured chunks, for as long as the caller keeps reading."""
+    while True:
+      yield self.read_block()
+
+
+def _print_devices() -> None:
+  for device in list_input_devices():
+    print(
+        f"{device.index:3d}  {device.name}  ({device.max_input_channels} in, "
+        f"{device.default_sample_rate:g} Hz)"
+    )
+
+
+def _monitor(device: int | str | None, sample_rate: float | None, seconds: float | None) -> None:
+  """Runs the microphone through the model; prints the loudest channel's CF each second."""
+  model_rate, hop = 22050.0, 220
+  pool = StreamPool(carfac.CarfacDesignParameters(fs=model_rate), capacity=1, block_size=2 * hop, hop=hop)
+  centre_frequencies = pool.centre_frequencies()
+  frames_per_second = round(model_rate / hop)
+  pending: list[np.ndarray] = []
+
+  def report(result: BlockResult) -> None:
+    pending.extend(result.frames[:, :, 0])
+    if len(pending) >= frames_per_second:
+      level = np.mean(pending, axis=0)
+      pending.clear()
+      loudest = int(level.argmax())
+      print(f"{time.strftime('%H:%M:%S')}  {centre_frequencies[loudest]:7.1f} Hz  (NAP {level[loudest]:.4f})", flush=True)
+
+  with MicrophoneSource(device, sample_rate) as mic:
+    print(f"{mic.device_name}: {mic.sample_rate:g} Hz -> model {model_rate:g} Hz; Ctrl-C stops", flush=True)
+    runner = EngineRunner(pool, mic, report)
+    runner.start()
+    try:
+      runner.join(seconds)  # ends early only by raising the engine thread's error
+    except (TimeoutError, KeyboardInterrupt):
+      runner.stop()
+    print(f"{mic.callbacks} callbacks, {mic.overflowed} frames overflowed, {mic.input_overflows} PortAudio overflows")
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m engine.microphone", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--list-devices", action="store_true", help="list input devices and exit")
+  parser.add_argument("--device", help="input device index or name (default: the system's default input)")
+  parser.add_argument("--rate", type=float, help="capture rate in Hz (default: the device's)")
+  parser.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+  args = parser.parse_args(argv)
+  device = int(args.device) if args.device and args.device.isdigit() else args.device
+  try:
+    if args.list_devices:
+      _print_devices()
+    else:
+      _monitor(device, args.rate, args.seconds)
+  except (ImportError, MicrophoneError, ValueError) as err:
+    print(f"engine.microphone: {err}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs (idempotently) the Debian packages the tests need beyond Python:
+#   libportaudio2                        PortAudio, which `sounddevice` loads at import
+#   pulseaudio pulseaudio-utils          a sound server with a null sink (scripts/virtual_audio.sh)
+#   libasound2-plugins                   ALSA's `pulse` device, through which PortAudio reaches it
+#   sox                                  making and inspecting test audio by hand
+# apt-get runs only when one of them is missing, so a prepared machine pays
+# one dpkg-query. Needs root (as in CI; no sudo is used).
+set -euo pipefail
+PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins sox)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$package")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install_system_packages.sh: missing ${missing[*]}; run as root to install them" >&2
+  exit 1
+fi
+echo "install_system_packages.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
