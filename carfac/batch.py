@@ -25,7 +25,9 @@ from carfac.carfac import (
     CarfacWeights,
     _checked_outputs,
     _open_loop_states,
+    agc_view,
     ears_step,
+    merge_agc_view,
     update_agc,
 )
 
@@ -57,6 +59,7 @@ def run_segment_batch(
     states: CarfacState,
     open_loop: bool = False,
     outputs: Sequence[str] = ("naps",),
+    sum_every: int = 1,
 ) -> tuple[dict[str, jax.Array], CarfacState]:
   """Runs a batch of independent streams sharing ``hypers`` and ``weights``.
 
@@ -65,11 +68,16 @@ def run_segment_batch(
     states: a CarfacState whose every leaf has a leading (n_streams,) axis,
       e.g. ``jax.tree.map(lambda a: jnp.stack([a] * n), state)``.
     outputs: names from ``OUTPUT_NAMES``.
+    sum_every: return each output summed over consecutive groups of this
+      many samples (``n_samp`` must be a multiple): the sums are kept in the
+      time loop, so a caller that only needs, e.g., frame means avoids
+      writing and re-reading every sample's output.
 
   Returns:
-    (outputs, new states): each output (n_streams, n_samp, n_ch, n_ears)
-    (``naps_fibers`` with a class axis before the ears), equal to running
-    ``run_segment_outputs`` on each stream separately.
+    (outputs, new states): each output (n_streams, n_samp // sum_every,
+    n_ch, n_ears) (``naps_fibers`` with a class axis before the ears); with
+    ``sum_every=1`` equal to running ``run_segment_outputs`` on each stream
+    separately.
   """
   outputs = _checked_outputs(outputs)
   x = _validated_batch(input_waves, hypers, states.ears[0].car.z1_memory.dtype)
@@ -81,14 +89,34 @@ def run_segment_batch(
 
   def sample_step(ear_states, x_t):
     ear_states, due, per_sample = step_all(ear_states, x_t)
-    ear_states = jax.lax.cond(
+    views = jax.lax.cond(
         jnp.any(due),
-        lambda s: _where_due(due, update_all(s), s),
-        lambda s: s,
-        ear_states,
+        lambda v: _where_due(due, update_all(v), v),
+        lambda v: v,
+        agc_view(ear_states),
     )
-    return ear_states, per_sample
+    return merge_agc_view(ear_states, views), per_sample
 
-  ear_states, seg = jax.lax.scan(sample_step, ear_states, jnp.swapaxes(x, 0, 1))
+  time_major = jnp.swapaxes(x, 0, 1)
+  if sum_every == 1:
+    ear_states, seg = jax.lax.scan(sample_step, ear_states, time_major)
+  else:
+    n_samp = x.shape[1]
+    if sum_every < 1 or n_samp % sum_every:
+      raise ValueError(f"sum_every={sum_every} must be >= 1 and divide n_samp={n_samp}")
+    groups = time_major.reshape((n_samp // sum_every, sum_every) + time_major.shape[1:])
+    sample_outputs = jax.eval_shape(sample_step, ear_states, time_major[0])[1]
+
+    def group_step(ear_states, x_group):
+      def summing_step(carry, x_t):
+        ear_states, sums = carry
+        ear_states, per_sample = sample_step(ear_states, x_t)
+        return (ear_states, {k: sums[k] + per_sample[k] for k in sums}), None
+
+      zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in sample_outputs.items()}
+      (ear_states, sums), _ = jax.lax.scan(summing_step, (ear_states, zeros), x_group)
+      return ear_states, sums
+
+    ear_states, seg = jax.lax.scan(group_step, ear_states, groups)
   seg = {name: jnp.swapaxes(values, 0, 1) for name, values in seg.items()}
   return seg, CarfacState(ears=ear_states)

@@ -288,6 +288,35 @@ def update_agc(
   return states
 
 
+#: The CAR state the decimated AGC update reads (zb, g) or writes (dzb, dg).
+_CAR_FIELDS_FOR_AGC = ("zb_memory", "g_memory", "dzb_memory", "dg_memory")
+
+
+def agc_view(states: list[ear.EarState]) -> list[ear.EarState]:
+  """Only the state ``update_agc`` reads or writes; the rest set to None.
+
+  Passing just this through the ``lax.cond`` around the update keeps XLA
+  from copying the whole state on every sample (costly once batched).
+  """
+  views = []
+  for s in states:
+    unused = {f.name: None for f in dataclasses.fields(s.car) if f.name not in _CAR_FIELDS_FOR_AGC}
+    views.append(dataclasses.replace(s, car=dataclasses.replace(s.car, **unused), ihc=None, syn=None))
+  return views
+
+
+def merge_agc_view(states: list[ear.EarState], views: list[ear.EarState]) -> list[ear.EarState]:
+  """``states`` with the AGC memories and CAR ramps of ``views``."""
+  return [
+      dataclasses.replace(
+          s,
+          agc=v.agc,
+          car=dataclasses.replace(s.car, dzb_memory=v.car.dzb_memory, dg_memory=v.car.dg_memory),
+      )
+      for s, v in zip(states, views)
+  ]
+
+
 def run_segment_outputs(
     input_waves: jax.Array,
     hypers: CarfacHypers,
@@ -311,10 +340,10 @@ def run_segment_outputs(
 
   def sample_step(states, x_t):
     states, due, per_sample = ears_step(hypers, weights, states, x_t, outputs)
-    states = jax.lax.cond(
-        due, lambda ss: update_agc(hypers, weights, ss, open_loop), list, states
+    views = jax.lax.cond(
+        due, lambda v: update_agc(hypers, weights, v, open_loop), list, agc_view(states)
     )
-    return states, per_sample
+    return merge_agc_view(states, views), per_sample
 
   states, seg = jax.lax.scan(sample_step, states, x)
   return seg, CarfacState(ears=states)

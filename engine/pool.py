@@ -1,12 +1,19 @@
-"""A fixed-capacity pool of CARFAC streams, stepped as one batched call.
+"""A fixed-capacity pool of CARFAC streams, stepped as batched calls.
 
 Every slot holds one stream's CarfacState (stacked along a leading axis, kept
-on the device and donated to each step) plus its unfinished frame hop. A step
-takes one fixed-size block for each stream that has one and advances exactly
-those streams; the others keep their state untouched. Streams join (their
-slot is reset to the designed initial state) and leave at any time. The step
-and the slot reset are compiled ahead of time, at construction, for the pool's
-capacity and block size, so nothing compiles on the hot path.
+on the device and donated to each step) plus its frame hop and unfinished
+frame. A step takes one fixed-size block for each stream that has one and
+advances exactly those streams; the others keep their state untouched.
+Streams join (their slot is reset to the designed initial state) and leave
+at any time. The step and the slot reset are compiled ahead of time, at
+construction, for the shard size and block size, so nothing compiles on the
+hot path.
+
+Speed: the slots are split into ``shards`` equal batches that run in
+parallel on a thread pool (XLA releases the GIL; one shard per core), and a
+shard with no block in a step is skipped. The NAP is summed inside the time
+loop over groups of ``frame_granule`` samples (every hop is a multiple of
+it), so the per-sample NAP is never written out unless asked for.
 
 Bad input policy: a block of the wrong shape or dtype, or with NaN/Inf
 samples, raises ``ValueError`` before anything runs, so no stream's state is
@@ -17,6 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
 import jax
@@ -36,12 +45,12 @@ class PoolFullError(RuntimeError):
 
 @pytree_dataclass
 class PoolState:
-  """Device state of all slots: model state, frame hop and unfinished frame."""
+  """Device state of a shard's slots: model state, hop and unfinished frame."""
 
-  model: carfac.CarfacState  # every leaf has a leading (capacity,) axis
-  hop: jax.Array  # (capacity,) int32: samples per frame, per stream
-  frame_sum: jax.Array  # (capacity, n_ch, n_ears)
-  frame_count: jax.Array  # (capacity,) int32
+  model: carfac.CarfacState  # every leaf has a leading (slots,) axis
+  hop: jax.Array  # (slots,) int32: samples per frame, per stream
+  frame_sum: jax.Array  # (slots, n_ch, n_ears)
+  frame_count: jax.Array  # (slots,) int32: samples in the unfinished frame
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,20 +62,30 @@ class BlockResult:
   raw: dict[str, np.ndarray]  # requested per-sample outputs, (block, n_ch, n_ears)
 
 
-def _pool_step(state: PoolState, blocks, active, *, hypers, weights, n_frames_out, raw_outputs):
-  """Runs every slot's block in one batch; keeps inactive slots as they were."""
-  outputs = tuple(dict.fromkeys(("naps",) + raw_outputs))
-  seg, model = carfac.run_segment_batch(blocks, hypers, weights, state.model, outputs=outputs)
+def _shard_step(state: PoolState, blocks, active, *, hypers, weights, granule, n_frames_out, raw_outputs):
+  """Runs a shard's blocks in one batch; keeps inactive slots as they were.
+
+  With no raw outputs the model returns NAP sums over ``granule`` samples,
+  and frames are closed on that coarser time grid (hops and frame counts
+  are multiples of the granule, so no group straddles two frames).
+  """
+  if raw_outputs:
+    outputs = tuple(dict.fromkeys(("naps",) + raw_outputs))
+    seg, model = carfac.run_segment_batch(blocks, hypers, weights, state.model, outputs=outputs)
+  else:
+    seg, model = carfac.run_segment_batch(blocks, hypers, weights, state.model, sum_every=granule)
   reduce = functools.partial(reduce_to_frames, n_out=n_frames_out)
+  step = granule if not raw_outputs else 1
   frames, n_frames, frame_sum, frame_count = jax.vmap(reduce)(
-      seg["naps"], state.frame_sum, state.frame_count, state.hop
+      seg["naps"], state.frame_sum, state.frame_count // step, state.hop // step
   )
+  frames = frames / step  # reduce_to_frames divided the sums by hop / step
   keep = lambda new, old: jnp.where(active.reshape(active.shape + (1,) * (new.ndim - 1)), new, old)
   new_state = PoolState(
       model=jax.tree.map(keep, model, state.model),
       hop=state.hop,
       frame_sum=keep(frame_sum, state.frame_sum),
-      frame_count=keep(frame_count, state.frame_count),
+      frame_count=keep(frame_count * step, state.frame_count),
   )
   raw = {name: seg[name] for name in raw_outputs}
   return new_state, frames, jnp.where(active, n_frames, 0), raw
@@ -83,10 +102,14 @@ class StreamPool:
 
   ``hop`` is the default frame hop in samples; a stream may ask for its own
   hop when it joins, down to ``min_hop`` (default ``hop``), which fixes the
-  most frames one block can close. A ``block_size`` that is a multiple of the
-  AGC's total decimation (64 by default) keeps every stream's AGC phase
-  aligned, so the decimated AGC work runs once per ``decimation[0]`` samples
-  for the whole pool (any block size is exact, only slower).
+  most frames one block can close. Every hop must be a multiple of
+  ``frame_granule`` (default: the largest that divides ``block_size``,
+  ``hop`` and ``min_hop``; 1 when raw outputs are requested). A
+  ``block_size`` that is a multiple of the AGC's total decimation (64 by
+  default) keeps every stream's AGC phase aligned, so the decimated AGC work
+  runs once per ``decimation[0]`` samples for the whole shard (any block
+  size is exact, only slower). ``shards`` (default 1) must divide
+  ``capacity``.
   """
 
   def __init__(
@@ -98,14 +121,25 @@ class StreamPool:
       raw_outputs: Sequence[str] = (),
       dtype=np.float32,
       min_hop: int | None = None,
+      shards: int = 1,
+      frame_granule: int | None = None,
   ):
     min_hop = hop if min_hop is None else min_hop
     if capacity < 1 or block_size < 1 or not 1 <= min_hop <= hop:
       raise ValueError("capacity, block_size must be >= 1 and 1 <= min_hop <= hop")
+    if shards < 1 or capacity % shards:
+      raise ValueError(f"shards={shards} must be >= 1 and divide capacity={capacity}")
     unknown = set(raw_outputs) - set(RAW_OUTPUTS)
     if unknown:
       raise ValueError(f"unknown raw outputs {sorted(unknown)}; choose from {RAW_OUTPUTS}")
+    if frame_granule is None:
+      frame_granule = 1 if raw_outputs else math.gcd(block_size, hop, min_hop)
+    if raw_outputs and frame_granule != 1:
+      raise ValueError("a pool with raw outputs writes every sample: frame_granule must be 1")
+    if block_size % frame_granule or hop % frame_granule or min_hop % frame_granule:
+      raise ValueError(f"frame_granule={frame_granule} must divide block_size, hop and min_hop")
     self.capacity, self.block_size, self.hop, self.min_hop = capacity, block_size, hop, min_hop
+    self.shards, self.frame_granule = shards, frame_granule
     self.raw_outputs = tuple(raw_outputs)
     self.dtype = np.dtype(dtype)
     self.hypers, self.weights, model_state = carfac.design_and_init_carfac(params, self.dtype)
@@ -118,25 +152,31 @@ class StreamPool:
         frame_sum=jnp.zeros((self.n_ch, self.n_ears), self.dtype),
         frame_count=jnp.asarray(0, jnp.int32),
     )
-    self._state = jax.tree.map(lambda leaf: jnp.stack([leaf] * capacity), self._initial)
+    self._shard_slots = capacity // shards
+    self._states = [
+        jax.tree.map(lambda leaf: jnp.stack([leaf] * self._shard_slots), self._initial) for _ in range(shards)
+    ]
     self._free = list(range(capacity))
     self._next_frame = [0] * capacity
+    self._executor = ThreadPoolExecutor(shards, thread_name_prefix="carfac-shard") if shards > 1 else None
     self._compile()
 
   def _compile(self) -> None:
     """Ahead-of-time compilation: calls below can never trigger a compile."""
     step = functools.partial(
-        _pool_step,
+        _shard_step,
         hypers=self.hypers,
         weights=self.weights,
+        granule=self.frame_granule,
         n_frames_out=self.max_frames,
         raw_outputs=self.raw_outputs,
     )
-    blocks = jax.ShapeDtypeStruct((self.capacity, self.block_size, self.n_ears), self.dtype)
-    active = jax.ShapeDtypeStruct((self.capacity,), np.bool_)
-    self._step = jax.jit(step, donate_argnums=0).lower(self._state, blocks, active).compile()
+    blocks = jax.ShapeDtypeStruct((self._shard_slots, self.block_size, self.n_ears), self.dtype)
+    active = jax.ShapeDtypeStruct((self._shard_slots,), np.bool_)
+    state = self._states[0]
+    self._step = jax.jit(step, donate_argnums=0).lower(state, blocks, active).compile()
     scalar = jax.ShapeDtypeStruct((), np.int32)
-    self._reset = jax.jit(_reset_slot, donate_argnums=0).lower(self._state, self._initial, scalar, scalar).compile()
+    self._reset = jax.jit(_reset_slot, donate_argnums=0).lower(state, self._initial, scalar, scalar).compile()
 
   @property
   def active_streams(self) -> int:
@@ -157,15 +197,19 @@ class StreamPool:
   def join(self, hop: int | None = None) -> int:
     """Takes a free slot, starting from the designed initial state.
 
-    ``hop``: this stream's frame hop in samples (default: the pool's).
+    ``hop``: this stream's frame hop in samples (default: the pool's), at
+    least ``min_hop`` and a multiple of ``frame_granule``.
     """
     hop = self.hop if hop is None else int(hop)
-    if hop < self.min_hop:
-      raise ValueError(f"hop {hop} is below this pool's minimum of {self.min_hop} samples")
+    if hop < self.min_hop or hop % self.frame_granule:
+      raise ValueError(
+          f"hop {hop} must be >= {self.min_hop} samples and a multiple of {self.frame_granule}"
+      )
     if not self._free:
       raise PoolFullError(f"all {self.capacity} stream slots are in use")
     slot = self._free.pop(0)
-    self._state = self._reset(self._state, self._initial, np.int32(slot), np.int32(hop))
+    shard, index = divmod(slot, self._shard_slots)
+    self._states[shard] = self._reset(self._states[shard], self._initial, np.int32(index), np.int32(hop))
     self._next_frame[slot] = 0
     return slot
 
@@ -187,6 +231,11 @@ class StreamPool:
       raise ValueError(f"slot {slot}: block has NaN or Inf samples; rejected, state untouched")
     return array.reshape(expected)
 
+  def _run_shard(self, shard: int, batch: np.ndarray, active: np.ndarray):
+    """Steps one shard and brings its outputs to the host."""
+    self._states[shard], frames, n_frames, raw = self._step(self._states[shard], batch, active)
+    return np.asarray(frames), np.asarray(n_frames), {k: np.asarray(v) for k, v in raw.items()}
+
   def step(self, blocks: Mapping[int, np.ndarray]) -> dict[int, BlockResult]:
     """Advances every stream in ``blocks`` (slot -> one block) by one block."""
     batch = np.zeros((self.capacity, self.block_size, self.n_ears), self.dtype)
@@ -194,16 +243,19 @@ class StreamPool:
     for slot, block in blocks.items():
       batch[slot] = self._checked_block(slot, block)
       active[slot] = True
-    self._state, frames, n_frames, raw = self._step(self._state, batch, active)
-    frames, n_frames = np.asarray(frames), np.asarray(n_frames)
-    raw = {name: np.asarray(values) for name, values in raw.items()}
+    size = self._shard_slots
+    busy = [s for s in range(self.shards) if active[s * size : (s + 1) * size].any()]
+    run = lambda s: self._run_shard(s, batch[s * size : (s + 1) * size], active[s * size : (s + 1) * size])
+    outputs = dict(zip(busy, self._executor.map(run, busy) if self._executor else map(run, busy)))
     results = {}
     for slot in blocks:
-      count = int(n_frames[slot])
+      shard, index = divmod(slot, size)
+      frames, n_frames, raw = outputs[shard]
+      count = int(n_frames[index])
       results[slot] = BlockResult(
-          frames=frames[slot, :count],
+          frames=frames[index, :count],
           first_frame=self._next_frame[slot],
-          raw={name: values[slot] for name, values in raw.items()},
+          raw={name: values[index] for name, values in raw.items()},
       )
       self._next_frame[slot] += count
     return results

@@ -35,11 +35,15 @@ def test_reduce_to_frames_matches_hop_means_across_blocks(block: int, hop: int) 
   assert int(carry_count) == len(x) - n * hop
 
 
-def test_pool_streams_joining_and_leaving_equal_separate_offline_runs() -> None:
+@pytest.mark.parametrize("shards", [1, 2])
+def test_pool_streams_joining_and_leaving_equal_separate_offline_runs(shards: int) -> None:
   """Four slots, five streams: late joins, pauses (no block in a step: state
   untouched), and a freed slot reused by a new stream that starts afresh."""
   block, hop = 128, 100
-  pool = StreamPool(carfac.CarfacDesignParameters(), capacity=4, block_size=block, hop=hop, dtype=np.float64)
+  pool = StreamPool(
+      carfac.CarfacDesignParameters(), capacity=4, block_size=block, hop=hop, dtype=np.float64, shards=shards
+  )
+  assert pool.frame_granule == 4  # NAP summed in groups of 4 samples inside the time loop
   rng = np.random.default_rng(5)
   plan = {"a": (0, 10), "b": (0, 4), "c": (2, 6), "d": (3, 7), "e": (5, 5)}  # join step, blocks
   audio = {k: rng.standard_normal(n * block) * 10 ** rng.uniform(-3, -1) for k, (_, n) in plan.items()}
@@ -93,7 +97,7 @@ def test_pool_rejects_bad_blocks_without_touching_state() -> None:
   pool = StreamPool(carfac.CarfacDesignParameters(), capacity=2, block_size=32, hop=32)
   slot = pool.join()
   good = np.full(32, 0.01, np.float32)
-  before = jax.tree.map(np.array, pool._state)
+  before = jax.tree.map(np.array, pool._states)
   bad_blocks = {
       "NaN": np.where(np.arange(32) == 5, np.nan, good).astype(np.float32),
       "wrong size": np.zeros(31, np.float32),
@@ -102,7 +106,7 @@ def test_pool_rejects_bad_blocks_without_touching_state() -> None:
   for what, bad in bad_blocks.items():
     with pytest.raises(ValueError):
       pool.step({slot: bad})
-  after = jax.tree.map(np.array, pool._state)
+  after = jax.tree.map(np.array, pool._states)
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
     np.testing.assert_array_equal(a, b)
   assert len(pool.step({slot: good})[slot].frames) == 1
@@ -126,7 +130,8 @@ def test_pool_streams_with_own_hops_and_unaligned_agc_phases_equal_offline() -> 
   streams are due; each stream also asks for its own hop."""
   block, n_blocks = 100, 8
   pool = StreamPool(
-      carfac.CarfacDesignParameters(), capacity=3, block_size=block, hop=80, min_hop=30, dtype=np.float64
+      carfac.CarfacDesignParameters(), capacity=3, block_size=block, hop=80, min_hop=30, dtype=np.float64,
+      frame_granule=1,  # any hop; the default (10 here) would refuse 57
   )
   rng = np.random.default_rng(9)
   hops, joins = [80, 30, 57], [0, 1, 3]
@@ -146,5 +151,8 @@ def test_pool_streams_with_own_hops_and_unaligned_agc_phases_equal_offline() -> 
     got = np.concatenate(frames[i])
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10 * np.abs(expected).max(), err_msg=f"hop {hop}")
-  with pytest.raises(ValueError, match="below"):
+  with pytest.raises(ValueError, match="must be >= 30"):
     pool.join(hop=29)
+  coarse = StreamPool(carfac.CarfacDesignParameters(), capacity=1, block_size=100, hop=80, min_hop=30)
+  with pytest.raises(ValueError, match="multiple of 10"):
+    coarse.join(hop=57)
