@@ -10,9 +10,9 @@ designed), Weights (trainable) and State (donatable). Typical use::
         audio, hypers, weights, state)
 """
 
-from carfac._xla_flags import enable_single_kernel_loops
+from carfac._xla_flags import apply_xla_tuning
 
-enable_single_kernel_loops()
+apply_xla_tuning()
 
 from carfac.agc import AgcDesignParameters, AgcHypers, AgcState, AgcWeights
 from carfac.batch import run_segment_batch

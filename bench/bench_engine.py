@@ -1,0 +1,129 @@
+"""Engine speed: the stream pool's aggregate throughput and cold start; JSON.
+
+Default design (22050 Hz, 71 channels, two_cap), mono, float32, 256-sample
+blocks, 10 ms hop (220 samples). Measures
+
+- pool: every slot of a full ``StreamPool`` steps one block per call (median
+  of ``--steps`` calls); aggregate x real time = capacity * block duration /
+  step time, i.e. how many real-time streams the pool sustains. For
+  capacities 64..256 and 1 or 2 shards (one per core);
+- cold start: wall time of a fresh process that imports, builds a 64-slot,
+  2-shard pool and steps its first block, with JAX's persistent compilation
+  cache empty and then warm;
+- reference (``CARFAC_REFERENCE_SRC`` set to a google/carfac ``python/src``):
+  ``jax.vmap`` of its ``run_segment`` over 64 streams (how its README batches
+  streams), in a separate process with JAX's default flags.
+
+    python bench/bench_engine.py [--steps 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import carfac
+from engine.pool import StreamPool
+
+FS, BLOCK, HOP = 22050.0, 256, 220
+ROOT = Path(__file__).resolve().parents[1]
+
+_COLD_START = """
+import time; t0 = time.perf_counter()
+import sys, numpy as np, carfac
+from engine.compile_cache import enable_compilation_cache
+from engine.pool import StreamPool
+enable_compilation_cache(sys.argv[1])
+pool = StreamPool(carfac.CarfacDesignParameters(), capacity=64, block_size=256, hop=220, shards=2)
+slot = pool.join()
+assert len(pool.step({slot: np.full(256, 0.01, np.float32)})[slot].frames) == 1
+"""
+
+_REFERENCE_VMAP = """
+import importlib.util, json, sys, time, jax, jax.numpy as jnp, numpy as np
+spec = importlib.util.spec_from_file_location("carfac_reference_jax", sys.argv[1] + "/carfac/jax/carfac.py")
+ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)
+n_streams, block = int(sys.argv[2]), int(sys.argv[3])
+hypers, weights, state = ref.design_and_init_carfac(ref.CarfacDesignParameters(fs=22050.0, n_ears=1))
+states = jax.tree.map(lambda a: jnp.stack([a] * n_streams), state)
+run = jax.jit(jax.vmap(lambda x, s: ref.run_segment(x, hypers, weights, s)[2], in_axes=(0, 0)))
+x = jnp.asarray(np.random.default_rng(0).standard_normal((n_streams, block)).astype(np.float32) * 1e-4)
+states = jax.block_until_ready(run(x, states))
+times = []
+for _ in range(10):
+  t = time.perf_counter(); states = jax.block_until_ready(run(x, states)); times.append(time.perf_counter() - t)
+print(json.dumps({"streams": n_streams, "step_median_ms": 1e3 * sorted(times)[5],
+                  "aggregate_x_real_time": n_streams * block / 22050.0 / sorted(times)[5]}))
+"""
+
+
+def bench_pool(capacity: int, shards: int, steps: int) -> dict:
+  pool = StreamPool(carfac.CarfacDesignParameters(fs=FS), capacity, BLOCK, HOP, shards=shards)
+  slots = [pool.join() for _ in range(capacity)]
+  rng = np.random.default_rng(0)
+  blocks = (rng.standard_normal((capacity, BLOCK)) * 1e-2).astype(np.float32)
+  times = []
+  for i in range(steps + 3):
+    start = time.perf_counter()
+    pool.step({slot: blocks[slot] for slot in slots})
+    if i >= 3:
+      times.append(time.perf_counter() - start)
+  median = statistics.median(times)
+  return {
+      "capacity": capacity,
+      "shards": shards,
+      "step_median_ms": 1e3 * median,
+      "step_fraction_of_block": median / (BLOCK / FS),
+      "aggregate_x_real_time": capacity * BLOCK / FS / median,
+  }
+
+
+def bench_cold_start() -> dict:
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  with tempfile.TemporaryDirectory() as cache:
+    walls = []
+    for _ in range(2):
+      start = time.perf_counter()
+      subprocess.run([sys.executable, "-c", _COLD_START, cache], check=True, env=env)
+      walls.append(time.perf_counter() - start)
+  return {"empty_cache_s": walls[0], "warm_cache_s": walls[1]}
+
+
+def bench_reference(src: str, n_streams: int = 64) -> dict:
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the reference as its users run it
+  out = subprocess.run(
+      [sys.executable, "-c", _REFERENCE_VMAP, src, str(n_streams), str(BLOCK)],
+      check=True, env=env, capture_output=True, text=True,
+  ).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--steps", type=int, default=30)
+  args = parser.parse_args()
+  report = {
+      "config": {"fs": FS, "block": BLOCK, "hop": HOP, "dtype": "float32", "cpus": os.cpu_count()},
+      "pool": [bench_pool(c, s, args.steps) for c in (64, 128, 256) for s in (1, 2)],
+      "cold_start": bench_cold_start(),
+  }
+  src = os.environ.get("CARFAC_REFERENCE_SRC")
+  if src:
+    reference = bench_reference(src)
+    best = max(p["aggregate_x_real_time"] for p in report["pool"])
+    report["reference_vmap"] = reference
+    report["ratios"] = {"pool_aggregate_speedup": best / reference["aggregate_x_real_time"]}
+  print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+  main()
