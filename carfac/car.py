@@ -273,18 +273,20 @@ def ohc_nlf(velocities: jax.Array, weights: CarWeights) -> jax.Array:
 def _ripple(x_in: jax.Array, g: jax.Array, hz2: jax.Array) -> jax.Array:
   """Solves y_k = g_k (y_{k-1} + hz2_k), y_{-1} = x_in, channel by channel.
 
-  A ``lax.scan`` over channels: the same order of operations as the
-  reference, and, measured on CPU against a closed form with cumulative
-  products, an associative scan and a triangular matmul, as fast for one
-  stream and the fastest when streams are batched with ``vmap``.
+  Written as y_k = g_k y_{k-1} + (g_k hz2_k): the products are one vector
+  operation, so the sequential chain is one multiply-add per channel (10%
+  faster for one stream; the reference's order differs in the last bits).
+  A ``lax.scan`` over channels: measured on CPU against a closed form with
+  cumulative products, an associative scan, a blocked scan and a triangular
+  matmul, it is the fastest for one stream and when batched.
   """
 
-  def stage(stage_in, g_and_hz2):
-    g_k, hz2_k = g_and_hz2
-    y_k = g_k * (stage_in + hz2_k)
+  def stage(y_prev, g_and_offset):
+    g_k, offset_k = g_and_offset
+    y_k = g_k * y_prev + offset_k
     return y_k, y_k
 
-  return jax.lax.scan(stage, x_in, (g, hz2))[1]
+  return jax.lax.scan(stage, x_in, (g, g * hz2))[1]
 
 
 def car_step(
