@@ -9,7 +9,10 @@ input N(0, 1) * 1e-4 as in the reference's own benchmark. Measures
   (median and p99 over 300 blocks), as a fraction of the block's duration.
 
 Set ``CARFAC_REFERENCE_SRC`` to a google/carfac ``python/src`` checkout to time
-the reference in the same run and print ratios (ours / reference speed).
+the reference in the same run and print ratios (ours / reference speed). The
+reference runs in a child process twice: as its users run it (JAX's default
+XLA flags) and with the XLA:CPU flags ``import carfac`` sets (so the ratio of
+the model code alone is visible too).
 
     python bench/bench_model.py [--seconds 2]
 """
@@ -21,6 +24,8 @@ import importlib.util
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -101,13 +106,30 @@ def bench_reference(src: Path, x: np.ndarray, blocks: np.ndarray) -> dict:
   return _summary(offline, len(x) / FS, _block_times(step, state, blocks))
 
 
+def reference_in_child(src: str, seconds: float, our_flags: bool) -> dict:
+  """Times the reference in a fresh process, with or without our XLA flags."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["CARFAC_XLA_TUNING"] = "0"  # this script's own `import carfac` must not set them
+  if our_flags:
+    from carfac._xla_flags import tuned_xla_flags
+
+    env["XLA_FLAGS"] = tuned_xla_flags("")
+  command = [sys.executable, __file__, "--seconds", str(seconds), "--reference-only", src]
+  out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+  return json.loads(out)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--seconds", type=float, default=2.0)
+  parser.add_argument("--reference-only", metavar="SRC", help=argparse.SUPPRESS)
   args = parser.parse_args()
   rng = np.random.default_rng(0)
   x = (rng.standard_normal(int(args.seconds * FS)) * 1e-4).astype(np.float32)
   blocks = (rng.standard_normal((320, BLOCK)) * 1e-4).astype(np.float32)
+  if args.reference_only:
+    print(json.dumps(bench_reference(Path(args.reference_only), x, blocks)))
+    return
   report = {
       "config": {"fs": FS, "n_ch": 71, "ears": 1, "dtype": "float32", "block": BLOCK,
                  "seconds": args.seconds, "jax": jax.__version__, "cpus": os.cpu_count()},
@@ -115,8 +137,9 @@ def main() -> None:
   }
   src = os.environ.get("CARFAC_REFERENCE_SRC")
   if src:
-    reference = bench_reference(Path(src), x, blocks)
+    reference = reference_in_child(src, args.seconds, our_flags=False)
     report["reference"] = reference
+    report["reference_with_our_xla_flags"] = reference_in_child(src, args.seconds, our_flags=True)
     report["ratios"] = {
         "offline_speedup": report["ours"]["offline_x_real_time"] / reference["offline_x_real_time"],
         "offline_naps_only_speedup": report["ours"]["offline_naps_only_x_real_time"] / reference["offline_x_real_time"],
