@@ -157,6 +157,7 @@ class StreamPool:
         jax.tree.map(lambda leaf: jnp.stack([leaf] * self._shard_slots), self._initial) for _ in range(shards)
     ]
     self._free = list(range(capacity))
+    self._in_use: set[int] = set()
     self._next_frame = [0] * capacity
     self._executor = ThreadPoolExecutor(shards, thread_name_prefix="carfac-shard") if shards > 1 else None
     self._compile()
@@ -184,10 +185,10 @@ class StreamPool:
 
   @property
   def slots_in_use(self) -> list[int]:
-    return [slot for slot in range(self.capacity) if slot not in self._free]
+    return sorted(self._in_use)
 
   def _require_in_use(self, slot: int) -> None:
-    if slot in self._free or not 0 <= slot < self.capacity:
+    if slot not in self._in_use:
       raise ValueError(f"slot {slot} is not in use")
 
   def centre_frequencies(self) -> np.ndarray:
@@ -208,6 +209,7 @@ class StreamPool:
     if not self._free:
       raise PoolFullError(f"all {self.capacity} stream slots are in use")
     slot = self._free.pop(0)
+    self._in_use.add(slot)
     shard, index = divmod(slot, self._shard_slots)
     self._states[shard] = self._reset(self._states[shard], self._initial, np.int32(index), np.int32(hop))
     self._next_frame[slot] = 0
@@ -216,9 +218,11 @@ class StreamPool:
   def leave(self, slot: int) -> None:
     """Frees ``slot``; the next stream to take it starts afresh."""
     self._require_in_use(slot)
+    self._in_use.remove(slot)
     self._free.append(slot)
 
   def _checked_block(self, slot: int, block) -> np.ndarray:
+    """Shape and dtype checks of one block (finiteness is checked per batch)."""
     self._require_in_use(slot)
     array = np.asarray(block)
     if array.dtype not in (np.float32, np.float64):
@@ -227,8 +231,6 @@ class StreamPool:
     allowed = [expected] + ([(self.block_size,)] if self.n_ears == 1 else [])
     if array.shape not in allowed:
       raise ValueError(f"slot {slot}: block shape must be {expected}, got {array.shape}")
-    if not np.all(np.isfinite(array)):
-      raise ValueError(f"slot {slot}: block has NaN or Inf samples; rejected, state untouched")
     return array.reshape(expected)
 
   def _run_shard(self, shard: int, batch: np.ndarray, active: np.ndarray):
@@ -243,6 +245,10 @@ class StreamPool:
     for slot, block in blocks.items():
       batch[slot] = self._checked_block(slot, block)
       active[slot] = True
+    finite = np.isfinite(batch).all(axis=(1, 2))
+    if not finite.all():
+      slot = int(np.flatnonzero(~finite)[0])
+      raise ValueError(f"slot {slot}: block has NaN or Inf samples; rejected, state untouched")
     size = self._shard_slots
     busy = [s for s in range(self.shards) if active[s * size : (s + 1) * size].any()]
     run = lambda s: self._run_shard(s, batch[s * size : (s + 1) * size], active[s * size : (s + 1) * size])
