@@ -7,48 +7,18 @@ when they are missing these tests fail, saying what is missing.
 
 from __future__ import annotations
 
-import subprocess
 import time
-from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 import numpy as np
 import pytest
 
 import carfac
+from audio_harness import CAPTURE_RATE, TONE_HZ, sounddevice, tone_player  # noqa: F401 (fixture)
 from engine.microphone import MicrophoneSource, list_input_devices, main
 from engine.optional_import import MissingAudioBackendError, import_optional
 from engine.pool import BlockResult, StreamPool
 from engine.runner import EngineRunner
-
-VIRTUAL_AUDIO = Path(__file__).resolve().parent.parent / "scripts" / "virtual_audio.sh"
-CAPTURE_RATE, TONE_HZ = 48000, 1000.0
-
-
-def _pulse_running() -> bool:
-  try:
-    return subprocess.run(["pulseaudio", "--check"], capture_output=True, timeout=10).returncode == 0
-  except FileNotFoundError:
-    return False
-
-
-@pytest.fixture(scope="session")
-def sounddevice() -> Iterator[ModuleType]:
-  """Starts the virtual audio (stopping it afterwards if it was not running)."""
-  was_running = _pulse_running()
-  started = subprocess.run(["bash", str(VIRTUAL_AUDIO), "start"], capture_output=True, text=True, timeout=60)
-  try:
-    if started.returncode != 0:
-      pytest.fail(f"virtual audio did not start (scripts/install_system_packages.sh installs it): {started.stderr}")
-    try:
-      module = import_optional("sounddevice", "run scripts/install_system_packages.sh")
-    except MissingAudioBackendError as err:
-      pytest.fail(str(err))
-    yield module
-  finally:
-    if not was_running:
-      subprocess.run(["bash", str(VIRTUAL_AUDIO), "stop"], capture_output=True, timeout=30)
 
 
 def test_a_missing_backend_says_what_to_install() -> None:
@@ -63,20 +33,12 @@ def test_the_pulse_device_is_listed(sounddevice: ModuleType, capsys: pytest.Capt
 
 def test_a_1khz_tone_peaks_at_the_channel_nearest_1khz(sounddevice: ModuleType) -> None:
   pool = StreamPool(carfac.CarfacDesignParameters(fs=22050.0), capacity=1, block_size=512, hop=220)
-  played = 0
-
-  def play(outdata: np.ndarray, frames: int, time_info, status) -> None:
-    nonlocal played
-    t = (played + np.arange(frames)) / CAPTURE_RATE
-    outdata[:, 0] = 0.5 * np.sin(2 * np.pi * TONE_HZ * t)
-    played += frames
-
   results: list[BlockResult] = []
   with MicrophoneSource("pulse", CAPTURE_RATE, channels=1, block_frames=480) as mic:
     runner = EngineRunner(pool, mic, results.append)
     runner.start()
     with sounddevice.OutputStream(
-        device="pulse", samplerate=CAPTURE_RATE, channels=1, blocksize=480, callback=play
+        device="pulse", samplerate=CAPTURE_RATE, channels=1, blocksize=480, callback=tone_player()
     ):
       time.sleep(1.5)
       runner.stop(timeout=10)  # while the tone still plays: every frame captured is of the tone or before it

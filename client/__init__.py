@@ -1,0 +1,1 @@
+"""Clients of the CARFAC service: streaming CLI, live view and browser page."""

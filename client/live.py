@@ -1,0 +1,172 @@
+"""``carfac-live``: a live cochleagram of the microphone, on the desktop.
+
+The engine runs locally (no server needed): microphone -> ring buffer ->
+engine thread (resampling, model, frames) -> a queue -> this window, which
+scrolls the last few seconds of NAP frames (frequency axis in Hz) beside a
+level meter (the loudest channel of the newest frame, in dB).
+
+    carfac-live                          # default input device
+    carfac-live --device pulse --rate 48000
+    carfac-live --seconds 3 --snapshot live.png   # off-screen, then save
+
+``--snapshot`` renders without a display (matplotlib's Agg backend), so the
+same path runs in tests and on headless machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import carfac
+from client import cochleagram
+from engine.microphone import MicrophoneSource
+from engine.pool import BlockResult, StreamPool
+from engine.runner import EngineRunner
+
+LEVEL_RANGE_DB = (-60.0, 6.0)
+
+
+class LiveView:
+  """The last ``history_s`` seconds of frames, drawn as a scrolling image."""
+
+  def __init__(self, centre_frequencies: np.ndarray, hop_s: float, history_s: float = 5.0, figure=None):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    self.centre_frequencies = np.asarray(centre_frequencies)
+    self.hop_s = hop_s
+    self.history = np.zeros((max(1, round(history_s / hop_s)), len(self.centre_frequencies)), np.float32)
+    self.frames_seen = 0
+    if figure is None:  # off-screen: an Agg canvas to render into
+      figure = Figure(figsize=(10, 4.5), dpi=100)
+      FigureCanvasAgg(figure)
+    self.figure = figure
+    grid = self.figure.add_gridspec(1, 2, width_ratios=(30, 1), wspace=0.05)
+    self.image_axes = self.figure.add_subplot(grid[0])
+    self.meter_axes = self.figure.add_subplot(grid[1])
+    self.image = cochleagram.draw(
+        self.image_axes, self.history, self.centre_frequencies, hop_s, t0=-len(self.history) * hop_s, vmax=1.0
+    )
+    self.image_axes.set_title("CARFAC live cochleagram")
+    self.meter = self.meter_axes.bar([0], [0.0], bottom=LEVEL_RANGE_DB[0], color="tab:green")[0]
+    self.meter_axes.set_ylim(*LEVEL_RANGE_DB)
+    self.meter_axes.set_xticks([])
+    self.meter_axes.yaxis.tick_right()
+    self.meter_axes.set_title("dB", fontsize="small")
+
+  def push(self, frames: np.ndarray) -> None:
+    """Appends (n, n_ch[, ears]) frames, dropping the oldest."""
+    rows = cochleagram.mono_frames(frames)[-len(self.history) :]
+    if len(rows):
+      self.history = np.concatenate([self.history[len(rows) :], rows])
+      self.frames_seen += len(rows)
+
+  @property
+  def level_db(self) -> float:
+    """The loudest channel of the newest frame, in dB (NAP 1.0 = 0 dB)."""
+    return float(20 * np.log10(max(float(self.history[-1].max()), 1e-6)))
+
+  def refresh(self) -> None:
+    """Moves the newest frames and the level onto the artists."""
+    self.image.set_data(self.history.T)
+    self.image.set_clim(0.0, max(float(np.percentile(self.history, 99.5)), 1e-3))  # an onset spike must not dim the rest
+    low, high = LEVEL_RANGE_DB
+    self.meter.set_height(min(max(self.level_db, low), high) - low)
+
+  def brightest_channel(self, last_s: float = 1.0) -> int:
+    """The channel with the highest mean NAP over the last ``last_s`` seconds."""
+    recent = self.history[-max(1, round(last_s / self.hop_s)) :]
+    return int(recent.mean(axis=0).argmax())
+
+
+def _drain(results: queue.Queue, view: LiveView) -> None:
+  while True:
+    try:
+      view.push(results.get_nowait().frames)
+    except queue.Empty:
+      return
+
+
+def run(args: argparse.Namespace) -> LiveView:
+  """Runs the microphone through a local engine into a LiveView.
+
+  Off-screen (``args.snapshot``) for ``args.seconds``; otherwise in a
+  desktop window until it is closed (or ``args.seconds`` pass).
+  """
+  params = carfac.CarfacDesignParameters(fs=args.model_rate)
+  hop = max(1, round(args.hop_ms * args.model_rate / 1000))
+  pool = StreamPool(params, capacity=1, block_size=args.block, hop=hop)
+  results: queue.Queue[BlockResult] = queue.Queue()
+  window = None
+  if not args.snapshot:
+    import matplotlib.pyplot as plt
+
+    window = plt.figure(figsize=(10, 4.5))
+  view = LiveView(pool.centre_frequencies(), hop / args.model_rate, args.history, window)
+  with MicrophoneSource(args.device, args.rate, channels=1) as mic:
+    runner = EngineRunner(pool, mic, results.put)
+    runner.start()
+    try:
+      if window is None:
+        time.sleep(args.seconds)
+      else:
+        _show(view, results, args.seconds)
+    finally:
+      runner.stop()
+  _drain(results, view)
+  view.refresh()
+  if mic.overflowed:
+    print(f"warning: {mic.overflowed} samples dropped (input buffer full)", file=sys.stderr)
+  return view
+
+
+def _show(view: LiveView, results: queue.Queue, seconds: float | None) -> None:
+  """The desktop window: redraws 30 times a second until closed (or timed out)."""
+  import matplotlib.pyplot as plt
+  from matplotlib.animation import FuncAnimation
+
+  def update(_):
+    _drain(results, view)
+    view.refresh()
+    return view.image, view.meter
+
+  animation = FuncAnimation(view.figure, update, interval=33, cache_frame_data=False)
+  if seconds:
+    timer = view.figure.canvas.new_timer(interval=int(seconds * 1000))
+    timer.add_callback(plt.close, view.figure)
+    timer.start()
+  plt.show()
+  del animation
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="carfac-live", description=__doc__.split("\n\n")[0])
+  parser.add_argument("--device", default=None, help="input device name or index (default: the system's)")
+  parser.add_argument("--rate", type=float, default=None, help="capture rate, Hz (default: the device's)")
+  parser.add_argument("--model-rate", type=float, default=22050.0, help="the model's sample rate, Hz")
+  parser.add_argument("--hop-ms", type=float, default=10.0, help="frame hop, ms")
+  parser.add_argument("--block", type=int, default=256, help="model samples per engine step")
+  parser.add_argument("--history", type=float, default=5.0, help="seconds shown")
+  parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: when closed)")
+  parser.add_argument("--snapshot", type=Path, help="run off-screen for --seconds (default 3), then save a PNG")
+  args = parser.parse_args(argv)
+  device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
+  args.device = device
+  if args.snapshot and args.seconds is None:
+    args.seconds = 3.0
+  view = run(args)
+  if args.snapshot:
+    view.figure.savefig(args.snapshot)
+    channel = view.brightest_channel()
+    print(f"saved {args.snapshot}; brightest channel {channel} ({view.centre_frequencies[channel]:.0f} Hz)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
