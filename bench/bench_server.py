@@ -1,0 +1,229 @@
+"""Server load: N clients stream real-time audio for T seconds; prints JSON.
+
+Starts ``python -m server`` (one mono pool of N streams) unless ``--url`` is
+given, then runs N protocol-v1 clients in this process (uvloop), started
+``--ramp-s`` apart in all. Each sends ``--chunk-ms`` chunks of s16le audio at
+``--rate`` on a real-time schedule and reads its frames as they come.
+
+Frame latency: from the moment the chunk that completed a frame's hop was
+sent to the moment the frame arrived (so it includes the chunk's own
+duration, the block size, the resampler's delay, batching and the step).
+Frames lost: frames the audio sent should give (model samples // hop) minus
+frames received. CPU: the server process's and this process's CPU seconds
+per wall second, over the streaming window.
+
+    python bench/bench_server.py --clients 64 --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import uvloop
+from websockets.asyncio.client import connect
+
+from server.protocol import HEADER, HEADER_FIELDS
+
+_FIRST_INDEX, _COUNT = HEADER_FIELDS.index("first_index"), HEADER_FIELDS.index("count")
+
+
+def _cpu_seconds(pid: int) -> float:
+  """User + system CPU time of process ``pid`` (Linux /proc)."""
+  fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+def _start_server(clients: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
+  """``python -m server`` with one mono pool of ``clients`` streams; returns it and its URL."""
+  port = _free_port()
+  env = {
+      **os.environ,
+      "CARFAC_PORT": str(port),
+      "CARFAC_LOG_LEVEL": "warning",
+      "CARFAC_EARS": "[1]",
+      "CARFAC_CAPACITY": str(clients),
+      "CARFAC_MAX_CONNECTIONS": str(clients + 8),
+  }
+  process = subprocess.Popen([sys.executable, "-m", "server", *extra], env=env, stdout=subprocess.DEVNULL)
+  return process, f"http://127.0.0.1:{port}"
+
+
+async def _wait_ready(http: str, timeout: float = 120.0) -> None:
+  deadline = time.monotonic() + timeout
+  async with httpx.AsyncClient(trust_env=False) as client:
+    while True:
+      try:
+        if (await client.get(f"{http}/readyz")).status_code == 200:
+          return
+      except httpx.TransportError:
+        pass  # not listening yet
+      if time.monotonic() > deadline:
+        raise RuntimeError("the server did not become ready")
+      await asyncio.sleep(0.1)
+
+
+def _audio(rate: float, chunk_samples: int, seed: int) -> bytes:
+  """About 1 s of tones and noise as s16le, a whole number of chunks (looped by the client)."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(chunk_samples * math.ceil(rate / chunk_samples)) / rate
+  x = sum(0.1 * np.sin(2 * np.pi * f * t) for f in rng.uniform(200, 4000, 3)) + 0.03 * rng.standard_normal(len(t))
+  return np.round(x * 32767).astype("<i2").tobytes()
+
+
+class Client:
+  """One real-time client: sends on schedule, records each frame's latency."""
+
+  def __init__(self, args: argparse.Namespace, index: int):
+    self.args, self.index = args, index
+    self.chunk_samples = round(args.rate * args.chunk_ms / 1000)
+    self.send_times: list[float] = []  # wall time each chunk was sent
+    self.latencies: list[float] = []
+    self.stopped_at = math.inf  # when stop was sent: later frames are the flush, not timed
+    self.frames = 0
+    self.dropped = 0
+    self.end: dict | None = None
+
+  async def run(self, url: str, start_at: float, stop_at: float) -> None:
+    args = self.args
+    audio = _audio(args.rate, self.chunk_samples, self.index)
+    chunk_bytes = 2 * self.chunk_samples
+    start = {"type": "start", "sample_rate": args.rate, "channels": 1, "format": "s16le", "hop_ms": args.hop_ms}
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    async with connect(url, proxy=None, max_size=None, compression=None) as ws:
+      await ws.send(json.dumps(start))
+      ready = json.loads(await ws.recv())
+      self.hop_samples = ready["hop_samples"]
+      self.hop_s = ready["hop_samples"] / ready["model_rate"]
+      reader = asyncio.create_task(self._read(ws))
+      begin, k = time.monotonic(), 0
+      while (due := begin + k * args.chunk_ms / 1000) < stop_at:
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        offset = (k * chunk_bytes) % len(audio)
+        self.send_times.append(time.monotonic())
+        await ws.send(audio[offset : offset + chunk_bytes])
+        k += 1
+      self.stopped_at = time.monotonic()
+      await ws.send(json.dumps({"type": "stop"}))
+      await reader
+
+  async def _read(self, ws) -> None:
+    chunk_s = self.chunk_samples / self.args.rate
+    async for message in ws:
+      if isinstance(message, str):
+        self.end = json.loads(message)
+        continue
+      now = time.monotonic()
+      header = HEADER.unpack_from(message)
+      self.dropped += header[-1]
+      first, count = header[_FIRST_INDEX], header[_COUNT]
+      self.frames += count
+      if now < self.stopped_at:
+        for frame in range(first, first + count):
+          chunk = min(math.ceil((frame + 1) * self.hop_s / chunk_s - 1e-9) - 1, len(self.send_times) - 1)
+          self.latencies.append(now - self.send_times[chunk])
+
+
+async def _step_stats(http: str) -> dict[str, float]:
+  """Engine steps so far and their mean duration, from the server's /metrics."""
+  async with httpx.AsyncClient(trust_env=False) as client:
+    text = (await client.get(f"{http}/metrics")).text
+  values = {}
+  for name in ("count", "sum"):
+    series = f'carfac_step_seconds_{name}{{ears="1"}} '
+    values[name] = next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(series)), 0.0)
+  return values
+
+
+async def _bench(args: argparse.Namespace, url: str) -> dict:
+  clients = [Client(args, i) for i in range(args.clients)]
+  t0 = time.monotonic() + 0.5
+  stop_at = t0 + args.ramp_s + args.seconds
+  cpu_self = time.process_time()
+  cpu_server = _cpu_seconds(args.server_pid) if args.server_pid else None
+  http = url.replace("ws", "http", 1).removesuffix("/v1/stream")
+  steps_before = await _step_stats(http)
+  load_before = os.getloadavg()[0]
+  wall = time.monotonic()
+  await asyncio.gather(
+      *(c.run(url, t0 + args.ramp_s * i / args.clients, stop_at) for i, c in enumerate(clients))
+  )
+  wall = time.monotonic() - wall
+  steps_after = await _step_stats(http)
+  steps = steps_after["count"] - steps_before["count"]
+  latencies = np.concatenate([c.latencies for c in clients]) * 1000
+  expected = sum(c.end["model_samples"] // c.hop_samples for c in clients)
+  received = sum(c.frames for c in clients)
+  return {
+      "clients": args.clients,
+      "seconds": args.seconds,
+      "rate_hz": args.rate,
+      "chunk_ms": args.chunk_ms,
+      "hop_ms": args.hop_ms,
+      "server_args": args.server_args,
+      "frames_received": received,
+      "frames_expected": expected,
+      "frames_lost": expected - received,
+      "dropped_reported": sum(c.dropped for c in clients),
+      "latency_ms": {
+          "p50": float(np.percentile(latencies, 50)),
+          "p90": float(np.percentile(latencies, 90)),
+          "p99": float(np.percentile(latencies, 99)),
+          "max": float(latencies.max()),
+      },
+      "engine_steps_per_s": steps / wall,
+      "engine_step_mean_ms": 1000 * (steps_after["sum"] - steps_before["sum"]) / steps,
+      "cpu_cores": {
+          "server": None if cpu_server is None else (_cpu_seconds(args.server_pid) - cpu_server) / wall,
+          "clients": (time.process_time() - cpu_self) / wall,
+      },
+      "machine_cpus": os.cpu_count(),
+      "load_average_1m": [load_before, os.getloadavg()[0]],  # other work on the machine shows here
+  }
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--clients", type=int, default=64)
+  parser.add_argument("--seconds", type=float, default=60.0, help="streaming time after the ramp")
+  parser.add_argument("--ramp-s", type=float, default=1.0, help="clients start spread over this long")
+  parser.add_argument("--rate", type=float, default=48000.0, help="client sample rate, Hz")
+  parser.add_argument("--chunk-ms", type=float, default=20.0, help="audio per client message")
+  parser.add_argument("--hop-ms", type=float, default=10.0)
+  parser.add_argument("--url", help="ws://host:port/v1/stream of a running server (default: start one)")
+  parser.add_argument("--server-pid", type=int, help="that server's pid, for its CPU time")
+  parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra carfac-server flags")
+  args = parser.parse_args(argv)
+  process = None
+  if args.url is None:
+    process, http = _start_server(args.clients, args.server_args)
+    args.server_pid, url = process.pid, http.replace("http", "ws") + "/v1/stream"
+    uvloop.run(_wait_ready(http))
+  else:
+    url = args.url
+  try:
+    print(json.dumps(uvloop.run(_bench(args, url)), indent=2))
+  finally:
+    if process is not None:
+      process.terminate()
+      process.wait(30)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

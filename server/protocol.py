@@ -1,0 +1,223 @@
+"""Protocol v1 of ``WS /v1/stream``: the messages, their checks and encodings.
+
+Client -> server: a JSON ``start``, binary audio (interleaved samples in the
+negotiated format), a JSON ``stop``. Server -> client: a JSON ``ready``,
+binary frame messages (``HEADER`` then float32 rows), a JSON ``end``, or a
+JSON ``error`` followed by the close code of its kind. The README documents
+every field; this module is the single place that defines them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import struct
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from server.settings import Settings
+
+PROTOCOL_VERSION = 1
+
+# Message kinds of binary frame messages: what their rows are.
+OUTPUT_KINDS = {"frames": 1, "naps": 2, "bm": 3}  # mean NAP per hop; per-sample NAP; per-sample BM
+KIND_NAMES = {kind: name for name, kind in OUTPUT_KINDS.items()}
+SAMPLE_FORMATS = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
+SAMPLE_RATE_RANGE = (1000.0, 384000.0)
+MAX_HOP_MS = 1000.0
+
+# version, kind, header bytes, channels, ears, sequence, first index, rows, dropped rows
+HEADER = struct.Struct("<BBHHHQQII")
+HEADER_FIELDS = ("version", "kind", "header_bytes", "channels", "ears", "sequence", "first_index", "count", "dropped")
+PAYLOAD_DTYPE = "<f4"
+_MAX_UINT32 = 2**32 - 1
+
+
+class ErrorKind(enum.Enum):
+  """Every error the server reports: (code in the JSON error, WebSocket close code)."""
+
+  UNSUPPORTED = ("unsupported", 1003)  # sample format, channel count or output not offered
+  INVALID_JSON = ("invalid_json", 1007)
+  INVALID_MESSAGE = ("invalid_message", 1007)  # wrong type, fields, field types or values
+  BINARY_BEFORE_START = ("binary_before_start", 1007)
+  INVALID_AUDIO = ("invalid_audio", 1007)  # not a whole number of samples x channels
+  NON_FINITE = ("non_finite", 1007)  # NaN or Inf samples
+  UNAUTHORIZED = ("unauthorized", 1008)
+  ORIGIN_NOT_ALLOWED = ("origin_not_allowed", 1008)
+  IDLE_TIMEOUT = ("idle_timeout", 1008)
+  MESSAGE_TOO_BIG = ("message_too_big", 1009)
+  INTERNAL = ("internal", 1011)
+  POOL_FULL = ("pool_full", 1013)
+  TOO_MANY_CONNECTIONS = ("too_many_connections", 1013)
+  NOT_READY = ("not_ready", 1013)
+  SHUTTING_DOWN = ("shutting_down", 1001)
+
+  @property
+  def code(self) -> str:
+    return self.value[0]
+
+  @property
+  def close_code(self) -> int:
+    return self.value[1]
+
+
+class ProtocolError(Exception):
+  """Ends a connection with a JSON error of ``kind`` and its close code."""
+
+  def __init__(self, kind: ErrorKind, message: str):
+    super().__init__(message)
+    self.kind, self.message = kind, message
+
+  def to_json(self) -> dict[str, Any]:
+    return {"type": "error", "code": self.kind.code, "message": self.message}
+
+
+class StartMessage(BaseModel):
+  """The client's first message. Types are checked strictly; values by ``negotiate``."""
+
+  model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+  type: Literal["start"]
+  sample_rate: float
+  channels: int
+  format: str
+  hop_ms: float | None = None
+  outputs: list[str] = Field(default_factory=lambda: ["frames"], min_length=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+  """A negotiated stream: what the audio is and what to send back."""
+
+  sample_rate: float
+  channels: int
+  sample_dtype: np.dtype
+  hop: int  # model samples per frame
+  outputs: tuple[str, ...]
+
+
+def parse_json(text: str) -> dict[str, Any]:
+  """A client text message as a JSON object with a string ``type``."""
+  try:
+    message = json.loads(text)
+  except json.JSONDecodeError as err:
+    raise ProtocolError(ErrorKind.INVALID_JSON, f"not JSON: {err}") from None
+  if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+    raise ProtocolError(ErrorKind.INVALID_MESSAGE, 'a JSON object with a string "type" was expected')
+  return message
+
+
+def parse_start(message: dict[str, Any]) -> StartMessage:
+  """Validates the fields and their JSON types of a ``start`` message."""
+  try:
+    return StartMessage.model_validate(message)
+  except ValidationError as err:
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in err.errors())
+    raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"invalid start message: {problems}") from None
+
+
+def negotiate(start: StartMessage, settings: Settings) -> StreamSpec:
+  """Checks a start message's values against what this server offers."""
+  low, high = SAMPLE_RATE_RANGE
+  if not low <= start.sample_rate <= high:
+    raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"sample_rate must be within [{low:g}, {high:g}] Hz")
+  if start.format not in SAMPLE_FORMATS:
+    raise ProtocolError(ErrorKind.UNSUPPORTED, f"format {start.format!r}: choose from {sorted(SAMPLE_FORMATS)}")
+  if start.channels not in settings.ears:
+    raise ProtocolError(ErrorKind.UNSUPPORTED, f"channels {start.channels}: this server serves {settings.ears}")
+  offered = ["frames", *settings.raw_outputs]
+  unknown = [name for name in start.outputs if name not in offered]
+  if unknown or len(set(start.outputs)) != len(start.outputs):
+    raise ProtocolError(ErrorKind.UNSUPPORTED, f"outputs {start.outputs}: choose distinct names from {offered}")
+  hop_ms = settings.hop_ms if start.hop_ms is None else start.hop_ms
+  if not settings.min_hop_ms <= hop_ms <= MAX_HOP_MS:
+    raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"hop_ms must be within [{settings.min_hop_ms}, {MAX_HOP_MS}]")
+  hop = settings.model_samples(hop_ms)
+  return StreamSpec(start.sample_rate, start.channels, SAMPLE_FORMATS[start.format], hop, tuple(start.outputs))
+
+
+def decode_audio(data: bytes, spec: StreamSpec) -> np.ndarray:
+  """A binary audio message as float32 (n, channels) in [-1, 1] (s16le / 32768)."""
+  frame_bytes = spec.sample_dtype.itemsize * spec.channels
+  if len(data) % frame_bytes:
+    raise ProtocolError(
+        ErrorKind.INVALID_AUDIO,
+        f"{len(data)} bytes is not a whole number of {spec.channels}-channel {spec.sample_dtype.str} samples",
+    )
+  samples = np.frombuffer(data, spec.sample_dtype).reshape(-1, spec.channels)
+  if spec.sample_dtype.kind == "i":
+    return samples.astype(np.float32) / np.float32(32768)
+  if not np.isfinite(samples).all():
+    raise ProtocolError(ErrorKind.NON_FINITE, "audio has NaN or Inf samples")
+  return samples.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameMessage:
+  """One binary server message: ``rows`` (count, channels, ears) of one kind."""
+
+  kind: int
+  sequence: int
+  first_index: int  # index of rows[0] in the stream (frame index, or sample index for raw kinds)
+  rows: np.ndarray
+
+  def encode(self, dropped: int) -> bytes:
+    """Header (with the rows dropped since the previous message) + float32 payload."""
+    count, channels, ears = self.rows.shape
+    header = HEADER.pack(
+        PROTOCOL_VERSION,
+        self.kind,
+        HEADER.size,
+        channels,
+        ears,
+        self.sequence,
+        self.first_index,
+        count,
+        min(dropped, _MAX_UINT32),
+    )
+    return header + np.ascontiguousarray(self.rows, PAYLOAD_DTYPE).tobytes()
+
+
+def ready_message(
+    spec: StreamSpec, model_rate: float, centre_frequencies: np.ndarray, block_size: int, send_queue: int
+) -> dict[str, Any]:
+  """The server's answer to ``start``: everything needed to read frame messages."""
+  return {
+      "type": "ready",
+      "protocol": PROTOCOL_VERSION,
+      "model_rate": model_rate,
+      "channels": len(centre_frequencies),
+      "ears": spec.channels,
+      "centre_frequencies_hz": [float(f) for f in centre_frequencies],
+      "hop_samples": spec.hop,
+      "hop_ms": 1000 * spec.hop / model_rate,
+      "block_samples": block_size,
+      "outputs": list(spec.outputs),
+      "kinds": {name: OUTPUT_KINDS[name] for name in spec.outputs},
+      "payload": {"dtype": PAYLOAD_DTYPE, "layout": ["count", "channels", "ears"], "order": "C"},
+      "header": {"struct": HEADER.format, "bytes": HEADER.size, "fields": list(HEADER_FIELDS)},
+      "send_queue_messages": send_queue,
+  }
+
+
+def end_message(
+    reason: Literal["stop", "shutdown"],
+    samples_received: int,
+    model_samples: int,
+    rows: dict[str, int],
+    dropped_rows: int,
+    messages: int,
+) -> dict[str, Any]:
+  """The last message of a flushed stream: what was received and produced."""
+  return {
+      "type": "end",
+      "reason": reason,
+      "samples_received": samples_received,
+      "model_samples": model_samples,
+      "rows": rows,
+      "dropped_rows": dropped_rows,
+      "messages": messages,
+  }

@@ -1,0 +1,145 @@
+"""The app's long-lived state: engine, metrics, admitted connections, shutdown.
+
+``StreamService`` is what the routes talk to. It starts the engine thread
+(which compiles the pools in the background, so the HTTP endpoints answer
+meanwhile), admits connections up to ``max_connections``, opens streams on
+the engine, and on shutdown flushes every connection's stream before the
+server closes them (``drain``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from typing import Any, Iterator, Protocol
+
+from engine.pool import PoolFullError
+from server.engine_thread import Engine, NotReadyError
+from server.metrics import Metrics
+from server.protocol import (
+    MAX_HOP_MS,
+    PROTOCOL_VERSION,
+    SAMPLE_FORMATS,
+    SAMPLE_RATE_RANGE,
+    ErrorKind,
+    ProtocolError,
+    StreamSpec,
+)
+from server.settings import Settings
+from server.stream_session import StreamSession
+
+logger = logging.getLogger(__name__)
+
+
+class Drainable(Protocol):
+  """A connection, as the service sees it: something to wind down on shutdown."""
+
+  def shut_down(self) -> None: ...
+
+
+class StreamService:
+  """Shared by every request of one app."""
+
+  def __init__(self, settings: Settings):
+    self.settings = settings
+    self.metrics = Metrics()
+    self.engine = Engine(settings, self.metrics)
+    self._connections: set[Drainable] = set()
+    self._all_closed = asyncio.Event()
+    self._all_closed.set()
+    self._draining = False
+
+  def start(self) -> None:
+    """Starts the engine thread (call on the event loop)."""
+    self.engine.start(asyncio.get_running_loop())
+
+  def stop(self) -> None:
+    self.engine.stop()
+
+  @property
+  def ready(self) -> bool:
+    return self.engine.ready and not self._draining
+
+  @contextlib.contextmanager
+  def admit(self, connection: Drainable) -> Iterator[None]:
+    """Holds one of ``max_connections`` places while the connection runs."""
+    if self._draining:
+      raise ProtocolError(ErrorKind.SHUTTING_DOWN, "the server is shutting down")
+    if not self.engine.ready:
+      raise ProtocolError(ErrorKind.NOT_READY, "the engine is still starting; try again shortly")
+    if len(self._connections) >= self.settings.max_connections:
+      raise ProtocolError(ErrorKind.TOO_MANY_CONNECTIONS, f"{self.settings.max_connections} connections are open")
+    self._connections.add(connection)
+    self._all_closed.clear()
+    self.metrics.connections.inc()
+    try:
+      yield
+    finally:
+      self._connections.discard(connection)
+      self.metrics.connections.dec()
+      if not self._connections:
+        self._all_closed.set()
+
+  async def open_session(self, spec: StreamSpec) -> StreamSession:
+    """A stream with a slot in the pool for its ear count.
+
+    The hop is rounded to the nearest multiple of the pool's frame granule
+    (the pool sums the NAP in groups of that many samples).
+    """
+    try:
+      pool = self.engine.pool(spec.channels)
+    except NotReadyError as err:
+      raise ProtocolError(ErrorKind.NOT_READY, str(err)) from None
+    granule = pool.frame_granule
+    spec = dataclasses.replace(spec, hop=max(pool.min_hop, granule * round(spec.hop / granule)))
+    s = self.settings
+    session = StreamSession(spec, pool, self.metrics, s.send_queue_messages, s.input_queue_blocks)
+    try:
+      session.attach(await self.engine.join(spec.channels, spec.hop, session))
+    except PoolFullError:
+      raise ProtocolError(ErrorKind.POOL_FULL, f"all {pool.capacity} {spec.channels}-ear streams are busy") from None
+    return session
+
+  async def drain(self) -> None:
+    """Refuses new connections, lets every open one flush and close (bounded)."""
+    self._draining = True
+    logger.info("shutdown: winding down %d connection(s)", len(self._connections))
+    for connection in list(self._connections):
+      connection.shut_down()
+    try:
+      await asyncio.wait_for(self._all_closed.wait(), self.settings.shutdown_timeout_s)
+    except TimeoutError:
+      logger.warning("shutdown: %d connection(s) did not finish in time", len(self._connections))
+
+  def info(self) -> dict[str, Any]:
+    """What ``GET /v1/info`` reports (raises ``NotReadyError`` while compiling)."""
+    s = self.settings
+    pool = self.engine.pool(s.ears[0])
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "model_rate": pool.hypers.fs,
+        "channels": pool.n_ch,
+        "centre_frequencies_hz": [float(f) for f in pool.centre_frequencies()],
+        "ears": s.ears,
+        "ihc_style": s.ihc_style,
+        "block_samples": s.block_size,
+        "hop_ms": s.hop_ms,
+        "hop_samples": pool.hop,
+        "hop_granule_samples": pool.frame_granule,
+        "min_hop_ms": s.min_hop_ms,
+        "max_hop_ms": MAX_HOP_MS,
+        "formats": sorted(SAMPLE_FORMATS),
+        "outputs": ["frames", *s.raw_outputs],
+        "sample_rate_range_hz": list(SAMPLE_RATE_RANGE),
+        "token_required": s.token is not None,
+        "limits": {
+            "streams_per_pool": s.capacity,
+            "max_connections": s.max_connections,
+            "max_message_bytes": s.max_message_bytes,
+            "idle_timeout_s": s.idle_timeout_s,
+            "send_queue_messages": s.send_queue_messages,
+            "input_queue_blocks": s.input_queue_blocks,
+        },
+    }

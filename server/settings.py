@@ -1,0 +1,89 @@
+"""The service's settings: ``CARFAC_*`` environment variables or command-line flags.
+
+One declaration serves both sources (pydantic-settings): ``CARFAC_PORT=9000``
+and ``--port 9000`` set the same field; the command line wins. Lists are JSON
+in the environment (``CARFAC_EARS='[1]'``) and comma-separated or JSON on the
+command line (``--ears 1`` or ``--raw-outputs naps,bm``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IhcStyle = Literal["just_hwr", "one_cap", "two_cap", "two_cap_with_syn"]
+
+
+class Settings(BaseSettings):
+  """Settings of carfac-server; each flag is also an environment variable, e.g.
+  --max-connections and CARFAC_MAX_CONNECTIONS."""
+
+  model_config = SettingsConfigDict(
+      env_prefix="CARFAC_",
+      cli_prog_name="carfac-server",
+      cli_kebab_case=True,
+      frozen=True,
+  )
+
+  host: str = Field("127.0.0.1", description="address to listen on")
+  port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+  log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="uvicorn log level")
+
+  model_rate: float = Field(22050.0, gt=0, description="the model's sample rate, Hz")
+  ihc_style: IhcStyle = Field("two_cap", description="inner hair cell model")
+  ears: list[Literal[1, 2]] = Field(
+      [1, 2], min_length=1, description="ear counts served (1: mono, 2: binaural); one engine pool each"
+  )
+  capacity: int = Field(64, ge=1, description="streams per pool")
+  shards: int = Field(
+      2, ge=1, description="batches per pool, stepped in parallel (must divide capacity; at most one per core)"
+  )
+  block_size: int = Field(256, ge=1, description="model samples per engine step (a multiple of 64 is fastest)")
+  hop_ms: float = Field(10.0, gt=0, description="default frame hop, ms")
+  min_hop_ms: float = Field(2.0, gt=0, description="smallest frame hop a client may ask for, ms")
+  raw_outputs: list[Literal["naps", "bm"]] = Field(
+      [], description="per-sample outputs clients may ask for (each costs engine time for every stream)"
+  )
+  step_interval_ms: float | None = Field(
+      None,
+      ge=0,
+      description="a pool steps no sooner than this after its previous step unless every stream has a block "
+      "(default: one block's duration)",
+  )
+  compile_cache_dir: Path | None = Field(None, description="JAX persistent compilation cache directory")
+
+  token: SecretStr | None = Field(None, description="bearer token clients must present (none: open)")
+  allowed_origins: list[str] = Field(
+      [], description="browser origins allowed to connect ('*': any); requests without Origin are always allowed"
+  )
+  max_message_bytes: int = Field(1 << 20, ge=1024, description="largest client message accepted")
+  max_connections: int = Field(256, ge=1, description="simultaneous WebSocket connections")
+  idle_timeout_s: float = Field(30.0, gt=0, description="longest silence from a client before it is closed")
+  send_queue_messages: int = Field(
+      256, ge=1, description="frame messages queued per client before the oldest are dropped (slow readers)"
+  )
+  input_queue_blocks: int = Field(
+      32, ge=1, description="blocks queued per stream before the server stops reading that client"
+  )
+  shutdown_timeout_s: float = Field(5.0, gt=0, description="longest wait for streams to flush on shutdown")
+
+  @model_validator(mode="after")
+  def _consistent(self) -> Settings:
+    if self.min_hop_ms > self.hop_ms:
+      raise ValueError(f"min_hop_ms ({self.min_hop_ms}) must not exceed hop_ms ({self.hop_ms})")
+    if self.capacity % self.shards:
+      raise ValueError(f"shards ({self.shards}) must divide capacity ({self.capacity})")
+    return self
+
+  @property
+  def step_interval_s(self) -> float:
+    if self.step_interval_ms is None:
+      return self.block_size / self.model_rate
+    return self.step_interval_ms / 1000
+
+  def model_samples(self, ms: float) -> int:
+    """A duration in ms as a whole number (>= 1) of model-rate samples."""
+    return max(1, round(self.model_rate * ms / 1000))

@@ -1,0 +1,144 @@
+"""One client's stream: audio messages in, frame messages out (on the event loop).
+
+    bytes -> decode_audio (format, whole samples, NaN/Inf rejected)
+          -> BlockFeed (soxr to the model rate, re-blocking)
+          -> EngineStream (queued for the engine thread)
+    BlockResult -> frames / raw rows over real samples only -> Outbox
+
+A stream's tail is flushed by ``finish``: the resampler's tail and a
+zero-padded last block. As in ``engine.runner``, frames whose hop reaches into
+that padding are not sent, and raw rows stop at the last real sample, so every
+row sent is computed from the client's audio alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from engine.block_feed import BlockFeed
+from engine.pool import BlockResult, StreamPool
+from server.engine_thread import EngineStream
+from server.metrics import Metrics
+from server.outbox import Outbox
+from server.protocol import (
+    KIND_NAMES,
+    OUTPUT_KINDS,
+    ErrorKind,
+    FrameMessage,
+    ProtocolError,
+    StreamSpec,
+    decode_audio,
+    end_message,
+    ready_message,
+)
+
+
+class StreamSession:
+  """The audio path and bookkeeping of one started stream."""
+
+  def __init__(self, spec: StreamSpec, pool: StreamPool, metrics: Metrics, send_queue: int, input_queue: int):
+    self.spec = spec
+    self._pool = pool  # read only here: its design and sizes
+    self._metrics = metrics
+    self._block_size = pool.block_size
+    self._input_queue = input_queue
+    self.feed = BlockFeed(spec.sample_rate, pool.hypers.fs, spec.channels, pool.block_size)
+    self.outbox = Outbox(send_queue, on_drop=self._count_drop)
+    self.stream: EngineStream | None = None
+    self.samples_received = 0  # per channel, at the client's rate
+    self.rows = {name: 0 for name in spec.outputs}  # rows produced (sent or dropped), by kind
+    self._sequence = 0
+    self._submitted = 0  # blocks handed to the engine
+    self._done = 0  # blocks whose results came back
+    self._progress = asyncio.Event()
+    self._error: Exception | None = None
+
+  def attach(self, stream: EngineStream) -> None:
+    """Binds the engine slot this stream was given."""
+    self.stream = stream
+    self._metrics.active_streams.labels(str(self.spec.channels)).inc()
+
+  def close(self) -> None:
+    """Leaves the engine (idempotent); results still in flight are ignored."""
+    if self.stream is not None and not self.stream.closed:
+      self.stream.close()
+      self._metrics.active_streams.labels(str(self.spec.channels)).dec()
+
+  def push(self, data: bytes) -> None:
+    """One binary audio message; raises ``ProtocolError`` for bad audio."""
+    samples = decode_audio(data, self.spec)
+    self.samples_received += len(samples)
+    self._submit(self.feed.push(samples), final=False)
+
+  def finish(self) -> None:
+    """No more audio: queues the resampler's tail and the padded last block."""
+    self._submit(self.feed.finish(), final=True)
+
+  def _submit(self, blocks: list[np.ndarray], final: bool) -> None:
+    self._submitted += len(blocks)
+    self.stream.submit(blocks, final)
+
+  async def wait_for_room(self) -> None:
+    """Waits while more than ``input_queue`` blocks await the engine (back-pressure)."""
+    await self._wait_until(lambda: self._submitted - self._done <= self._input_queue)
+
+  async def wait_done(self) -> None:
+    """Waits until every submitted block's result has been queued for sending."""
+    await self._wait_until(lambda: self._done == self._submitted)
+
+  async def _wait_until(self, condition) -> None:
+    while not condition():
+      if self._error is not None:
+        raise ProtocolError(ErrorKind.INTERNAL, "the engine failed on this stream") from self._error
+      self._progress.clear()
+      await self._progress.wait()
+
+  def on_result(self, result: BlockResult) -> None:
+    """An engine result (on the loop): queues the rows that real samples cover."""
+    block_start = self._done * self._block_size
+    self._done += 1
+    real_samples = self.feed.model_samples
+    for name in self.spec.outputs:
+      if name == "frames":
+        first, rows = result.first_frame, result.frames
+        count = real_samples // self.spec.hop - first
+      else:
+        first, rows = block_start, result.raw[name]
+        count = real_samples - block_start
+      count = min(count, len(rows))
+      if count > 0:
+        self._queue(name, first, rows[:count])
+    self._progress.set()
+
+  def on_error(self, error: Exception) -> None:
+    self._error = error
+    self._progress.set()
+
+  def _queue(self, name: str, first: int, rows: np.ndarray) -> None:
+    # A copy: ``rows`` is a view into the whole batch's output, which a queued
+    # message must not keep alive (a slow reader's queue would pin one batch per message).
+    self.outbox.put(FrameMessage(OUTPUT_KINDS[name], self._sequence, first, rows.copy()))
+    self._sequence += 1
+    self.rows[name] += len(rows)
+
+  def _count_drop(self, message: FrameMessage) -> None:
+    self._metrics.frames_dropped.labels(KIND_NAMES[message.kind]).inc(len(message.rows))
+
+  def ready_message(self) -> dict[str, Any]:
+    pool = self._pool
+    return ready_message(
+        self.spec, pool.hypers.fs, pool.centre_frequencies(), pool.block_size, self.outbox.limit
+    )
+
+  def end_message(self, reason: str) -> dict[str, Any]:
+    return end_message(
+        reason,
+        samples_received=self.samples_received,
+        model_samples=self.feed.model_samples,
+        rows=self.rows,
+        dropped_rows=self.outbox.dropped_rows,
+        messages=self._sequence,
+    )

@@ -1,0 +1,141 @@
+"""Limits: a full pool, too many connections, idle clients, outputs not offered, slow readers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from typing import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from server_harness import (
+    AUTH,
+    TIMEOUT_S,
+    TOLERANCE,
+    InProcessServer,
+    Session,
+    alongside_honest_client,
+    collect,
+    exchange,
+    make_audio,
+    max_error,
+    reference,
+    stream,
+)
+from websockets.asyncio.client import connect
+
+from server.settings import Settings
+
+START = json.dumps({"type": "start", "sample_rate": 22050, "channels": 1, "format": "f32le"})
+
+
+@pytest.fixture(scope="module")
+def tight_server() -> Iterator[InProcessServer]:
+  """One mono slot, three connections, a short idle timeout, no raw outputs."""
+  settings = Settings(
+      port=0, log_level="warning", ears=[1], capacity=1, shards=1, max_connections=3, idle_timeout_s=1.5
+  )
+  server = InProcessServer(settings).start()
+  yield server
+  server.stop()
+
+
+async def _until_streams(server: InProcessServer, count: int) -> None:
+  """Waits until ``count`` streams hold a slot (the honest client has started)."""
+  async with httpx.AsyncClient(trust_env=False, timeout=5) as client, asyncio.timeout(TIMEOUT_S):
+    while f'carfac_active_streams{{ears="1"}} {float(count)}' not in (await client.get(f"{server.http}/metrics")).text:
+      await asyncio.sleep(0.01)
+
+
+def test_a_full_pool_refuses_a_stream(tight_server) -> None:
+  async def second_stream() -> Session:
+    await _until_streams(tight_server, 1)
+    return await exchange(tight_server.ws, [START])
+
+  session = asyncio.run(alongside_honest_client(tight_server, second_stream()))
+  assert session.error["code"] == "pool_full" and session.close_code == 1013
+
+
+def test_too_many_connections_are_refused(tight_server) -> None:
+  async def fourth_connection() -> Session:
+    await _until_streams(tight_server, 1)
+    async with connect(tight_server.ws, proxy=None), connect(tight_server.ws, proxy=None):
+      return await exchange(tight_server.ws, [START])
+
+  session = asyncio.run(alongside_honest_client(tight_server, fourth_connection()))
+  assert session.error["code"] == "too_many_connections" and session.close_code == 1013
+
+
+@pytest.mark.parametrize("messages", [[], [START, b"\0" * 4000]], ids=["before start", "mid-stream"])
+def test_an_idle_client_is_closed(tight_server, messages: list) -> None:
+  started = time.monotonic()
+  session = asyncio.run(exchange(tight_server.ws, messages))
+  assert session.error["code"] == "idle_timeout" and session.close_code == 1008
+  assert 1.5 <= time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    "start, why",
+    [({"outputs": ["frames", "bm"]}, "raw output not enabled"), ({"channels": 2}, "no 2-ear pool")],
+)
+def test_outputs_and_ear_counts_not_offered_are_unsupported(tight_server, start: dict, why: str) -> None:
+  message = json.dumps({**json.loads(START), **start})
+  session = asyncio.run(alongside_honest_client(tight_server, exchange(tight_server.ws, [message])))
+  assert session.error["code"] == "unsupported" and session.close_code == 1003, why
+
+
+def _small_receive_buffer_socket(http: str) -> socket.socket:
+  """A connected client socket whose kernel receive buffer stays small (no autotuning)."""
+  host, port = http.removeprefix("http://").split(":")
+  sock = socket.socket()
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+  sock.connect((host, int(port)))
+  return sock
+
+
+def test_a_slow_reader_loses_the_oldest_messages_and_is_told_how_many(main_server) -> None:
+  """The client reads nothing until the server has produced everything: the queue overflows."""
+  rate, audio = 22050.0, make_audio(3.0, 22050.0, 1, seed=21)
+  start = {"type": "start", "sample_rate": rate, "channels": 1, "format": "f32le", "outputs": ["frames", "bm"]}
+
+  async def slow_reader() -> Session:
+    session = Session()
+    sock = _small_receive_buffer_socket(main_server.http)
+    async with connect(main_server.ws, sock=sock, additional_headers=AUTH, proxy=None, max_queue=1) as ws:
+      await ws.send(json.dumps(start))
+      session.ready = json.loads(await ws.recv())
+      for chunk in np.array_split(audio, 30):
+        await ws.send(chunk.astype("<f4").tobytes())
+      await ws.send(json.dumps({"type": "stop"}))
+      await asyncio.sleep(1.5)  # not reading: the engine finishes, the outbox overflows
+      return await collect(ws, session)
+
+  session = asyncio.run(asyncio.wait_for(slow_reader(), TIMEOUT_S))
+  end = session.end
+  assert session.close_code == 1000 and end["dropped_rows"] > 0
+  assert sum(h["dropped"] for h in session.headers) == end["dropped_rows"]
+  sequences = [h["sequence"] for h in session.headers]
+  assert sequences == sorted(sequences) and sequences[-1] == end["messages"] - 1
+  expected = reference(audio, rate, main_server.settings, session.ready["hop_samples"])
+  lost = 0
+  for kind, name in ((1, "frames"), (3, "bm")):
+    parts = [(h["first_index"], rows) for h, rows in zip(session.headers, session.payloads) if h["kind"] == kind]
+    received = sum(len(rows) for _, rows in parts)
+    lost += end["rows"][name] - received
+    for first, rows in parts:  # what arrived is correct, at its index
+      reference_rows = expected[name][first : first + len(rows)]
+      assert np.max(np.abs(rows - reference_rows)) <= TOLERANCE * np.max(np.abs(expected[name])), name
+  assert lost == end["dropped_rows"]
+
+
+def test_the_hop_is_rounded_to_a_multiple_of_the_frame_granule(tight_server) -> None:
+  """Without raw outputs the pool sums the NAP in groups of samples: 5 ms = 110 -> 112 samples."""
+  audio = make_audio(0.3, 22050.0, 1, seed=31)
+  session = asyncio.run(stream(tight_server.ws, audio, 22050.0, hop_ms=5.0))
+  hop = session.ready["hop_samples"]
+  assert hop == 112  # gcd(block 256, hop 220, min hop 44) = 4
+  expected = reference(audio, 22050.0, tight_server.settings, hop)["frames"]
+  assert max_error(session.rows("frames"), expected) <= TOLERANCE

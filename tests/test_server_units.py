@@ -1,0 +1,115 @@
+"""The server's plain parts without a server: protocol, outbox, access, settings, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+
+from server.access import check_access
+from server.engine_thread import EngineStream, _Lane
+from server.outbox import Outbox
+from server.protocol import HEADER, FrameMessage, ProtocolError, StreamSpec, decode_audio
+from server.settings import Settings
+
+
+def _message(sequence: int, rows: int) -> FrameMessage:
+  return FrameMessage(kind=1, sequence=sequence, first_index=10 * sequence, rows=np.full((rows, 3, 2), sequence, np.float32))
+
+
+def test_frame_message_encoding() -> None:
+  data = _message(7, 2).encode(dropped=5)
+  header = HEADER.unpack_from(data)
+  assert header == (1, 1, 32, 3, 2, 7, 70, 2, 5)
+  np.testing.assert_array_equal(np.frombuffer(data, "<f4", offset=32).reshape(2, 3, 2), 7)
+
+
+def test_the_outbox_drops_the_oldest_and_reports_the_rows_once() -> None:
+  async def scenario() -> list[tuple[int, int]]:
+    dropped = []
+    outbox = Outbox(limit=2, on_drop=dropped.append)
+    for sequence, rows in enumerate([1, 2, 3, 4]):
+      outbox.put(_message(sequence, rows))
+    outbox.close()
+    assert [m.sequence for m in dropped] == [0, 1] and outbox.dropped_rows == 3
+    got = []
+    while (item := await outbox.get()) is not None:
+      header = HEADER.unpack_from(item[1])
+      got.append((header[5], header[8]))  # sequence, dropped
+    return got
+
+  assert asyncio.run(scenario()) == [(2, 3), (3, 0)]
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_decode_audio(channels: int) -> None:
+  s16 = StreamSpec(48000.0, channels, np.dtype("<i2"), 220, ("frames",))
+  pcm = np.array([-32768, 16384, 0, 32767] * channels, "<i2")
+  np.testing.assert_array_equal(decode_audio(pcm.tobytes(), s16).ravel(), pcm / np.float32(32768))
+  f32 = StreamSpec(48000.0, channels, np.dtype("<f4"), 220, ("frames",))
+  assert decode_audio(np.zeros(4 * channels, "<f4").tobytes(), f32).shape == (4, channels)
+  with pytest.raises(ProtocolError, match="whole number") as error:
+    decode_audio(b"\0" * (4 * channels + 2), f32)
+  assert error.value.kind.close_code == 1007
+  with pytest.raises(ProtocolError, match="NaN or Inf"):
+    decode_audio(np.array([np.inf] * channels, "<f4").tobytes(), f32)
+
+
+@pytest.mark.parametrize(
+    "headers, query, allowed",
+    [
+        ({"authorization": "Bearer s3cret"}, {}, True),
+        ({"authorization": "bearer s3cret"}, {}, True),
+        ({}, {"token": "s3cret"}, True),
+        ({}, {}, False),
+        ({"authorization": "Basic s3cret"}, {}, False),
+        ({"authorization": "Bearer s3cret", "origin": "http://a.example"}, {}, True),
+        ({"authorization": "Bearer s3cret", "origin": "http://b.example"}, {}, False),
+    ],
+)
+def test_token_and_origin(headers: dict, query: dict, allowed: bool) -> None:
+  settings = Settings(token="s3cret", allowed_origins=["http://a.example"])
+  if allowed:
+    check_access(headers, query, settings)
+  else:
+    with pytest.raises(ProtocolError) as error:
+      check_access(headers, query, settings)
+    assert error.value.kind.close_code == 1008
+
+
+def test_any_origin_with_a_star_and_no_token_needed() -> None:
+  check_access({"origin": "http://anywhere.example"}, {}, Settings(allowed_origins=["*"]))
+
+
+def test_settings_from_environment_and_command_line(monkeypatch) -> None:
+  monkeypatch.setenv("CARFAC_CAPACITY", "8")
+  monkeypatch.setenv("CARFAC_EARS", "[2]")
+  settings = Settings(_cli_parse_args=["--port", "9001", "--raw-outputs", "naps,bm"])
+  assert (settings.capacity, settings.ears, settings.port, settings.raw_outputs) == (8, [2], 9001, ["naps", "bm"])
+  with pytest.raises(ValueError, match="min_hop_ms"):
+    Settings(hop_ms=1.0, min_hop_ms=2.0)
+  with pytest.raises(ValueError, match="shards"):
+    Settings(capacity=3, shards=2)
+
+
+def test_a_lane_steps_when_every_sending_stream_has_a_block_or_an_interval_passed() -> None:
+  lane = _Lane(pool=None, label="1")
+  a, b = (EngineStream(engine=None, lane=lane, slot=slot, listener=None) for slot in (0, 1))
+  lane.add()
+  lane.add()
+  block = np.zeros((4, 1), np.float32)
+  assert lane.push(a, [block], final=False)  # the first ready stream: the engine looks
+  assert [s.slot for s, _ in lane.take(now=1.0, interval=0.01)[0]] == [0]  # no step for a long time: go
+  assert lane.push(a, [block], final=False)
+  assert lane.take(now=1.002, interval=0.01) == ([], 1.01)  # b has nothing yet: wait for it ...
+  assert lane.push(b, [block, block], final=False)  # ... until everyone has a block
+  batch, _ = lane.take(now=1.003, interval=0.01)
+  assert [stream.slot for stream, _ in batch] == [0, 1]
+  assert lane.take(now=1.004, interval=0.01) == ([], 1.013)  # b's second block waits for a ...
+  assert [s.slot for s, _ in lane.take(now=1.013, interval=0.01)[0]] == [1]  # ... one interval at most
+  lane.push(a, [], final=True)  # a finished: nobody else to wait for
+  assert lane.missing == 1 and lane.take(now=1.02, interval=0.01) == ([], math.inf)
+  lane.remove(b)
+  assert lane.missing == 0 and not lane.ready
