@@ -4,10 +4,15 @@
 #   pulseaudio pulseaudio-utils          a sound server with a null sink (scripts/virtual_audio.sh)
 #   libasound2-plugins                   ALSA's `pulse` device, through which PortAudio reaches it
 #   sox                                  making and inspecting test audio by hand
+#   podman buildah runc                  building and running the container image without a Docker
+#                                        engine (runc: crun refuses this host's hybrid cgroups)
+#   debootstrap                          the image's Debian base, made locally (no registry is reachable)
+#   uidmap fuse-overlayfs slirp4netns    podman's helpers for user namespaces, storage and networking
 # apt-get runs only when one of them is missing, so a prepared machine pays
 # one dpkg-query. Needs root (as in CI; no sudo is used).
 set -euo pipefail
-PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins sox)
+PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins sox
+  podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
