@@ -7,4 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
+# Keep compiled executables between runs: a restart is ready in about a second.
+export CARFAC_COMPILE_CACHE_DIR="${CARFAC_COMPILE_CACHE_DIR:-$PWD/.cache/jax-compile}"
 exec .venv/bin/carfac-server "$@"
