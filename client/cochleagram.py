@@ -33,15 +33,21 @@ def mono_frames(frames: np.ndarray) -> np.ndarray:
   return frames.mean(axis=2) if frames.ndim == 3 else frames
 
 
+def colour_limit(frames: np.ndarray) -> float:
+  """The top of the colour scale: the 99.5th percentile, so that an onset spike does not dim the rest."""
+  frames = np.asarray(frames)
+  return max(float(np.percentile(frames, 99.5)), 1e-3) if frames.size else 1.0
+
+
 def draw(axes, frames: np.ndarray, centre_frequencies: np.ndarray, hop_s: float, t0: float = 0.0, vmax=None):
   """Draws (n, n_ch[, ears]) frames on ``axes``; returns the AxesImage.
 
   Row r of the image is channel r (top: highest frequency); the image spans
-  [t0, t0 + n * hop_s] seconds.
+  [t0, t0 + n * hop_s] seconds; the colour scale runs from 0 to ``vmax``
+  (default: ``colour_limit``).
   """
   image = mono_frames(frames).T
   n = image.shape[1]
-  top = float(np.max(image)) if image.size else 1.0
   artist = axes.imshow(
       image,
       aspect="auto",
@@ -49,7 +55,7 @@ def draw(axes, frames: np.ndarray, centre_frequencies: np.ndarray, hop_s: float,
       interpolation="nearest",
       cmap="magma",
       vmin=0.0,
-      vmax=vmax if vmax is not None else max(top, 1e-6),
+      vmax=vmax if vmax is not None else colour_limit(image),
       extent=(t0, t0 + n * hop_s, image.shape[0] - 0.5, -0.5),
   )
   ticks, labels = frequency_ticks(centre_frequencies)
@@ -59,16 +65,25 @@ def draw(axes, frames: np.ndarray, centre_frequencies: np.ndarray, hop_s: float,
   return artist
 
 
-def save_png(path: str | Path, frames: np.ndarray, centre_frequencies: np.ndarray, hop_s: float, title: str = "") -> Path:
-  """Renders a whole recording as a cochleagram PNG (off-screen, Agg)."""
+def render(frames: np.ndarray, centre_frequencies: np.ndarray, hop_s: float, title: str = ""):
+  """A whole recording as a cochleagram Figure with a colour bar (off-screen, Agg)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
   figure = Figure(figsize=(10, 4.5), dpi=100, layout="constrained")
+  FigureCanvasAgg(figure)
   axes = figure.add_subplot()
   artist = draw(axes, frames, centre_frequencies, hop_s)
   figure.colorbar(artist, ax=axes, label="mean NAP")
   if title:
     axes.set_title(title)
+  return figure
+
+
+def save_png(
+    path: str | Path, frames: np.ndarray, centre_frequencies: np.ndarray, hop_s: float, title: str = ""
+) -> Path:
+  """Renders a whole recording (``render``) into a PNG file."""
   path = Path(path)
-  figure.savefig(path)
+  render(frames, centre_frequencies, hop_s, title).savefig(path)
   return path

@@ -1,12 +1,15 @@
 """``carfac-live``: a live cochleagram of the microphone, on the desktop.
 
-The engine runs locally (no server needed): microphone -> ring buffer ->
-engine thread (resampling, model, frames) -> a queue -> this window, which
-scrolls the last few seconds of NAP frames (frequency axis in Hz) beside a
-level meter (the loudest channel of the newest frame, in dB).
+The frames come from the engine run locally (no server needed: microphone
+-> ring buffer -> engine thread -> frames) or, with ``--url``, from a CARFAC
+server (the microphone streamed over protocol v1, frames drawn as they
+arrive); either way they pass through a queue to this window, which scrolls
+the last few seconds of NAP frames (frequency axis in Hz) beside a level
+meter (the loudest channel of the newest frame, in dB).
 
-    carfac-live                          # default input device
+    carfac-live                          # default input device, local engine
     carfac-live --device pulse --rate 48000
+    carfac-live --url ws://HOST:8000/v1/stream --token SECRET
     carfac-live --seconds 3 --snapshot live.png   # off-screen, then save
 
 ``--snapshot`` renders without a display (matplotlib's Agg backend), so the
@@ -16,6 +19,7 @@ same path runs in tests and on headless machines.
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import sys
 import time
@@ -23,11 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-import carfac
 from client import cochleagram
+from client.feeds import LocalFeed, RemoteFeed
 from engine.microphone import MicrophoneSource
-from engine.pool import BlockResult, StreamPool
-from engine.runner import EngineRunner
 
 LEVEL_RANGE_DB = (-60.0, 6.0)
 
@@ -75,7 +77,7 @@ class LiveView:
   def refresh(self) -> None:
     """Moves the newest frames and the level onto the artists."""
     self.image.set_data(self.history.T)
-    self.image.set_clim(0.0, max(float(np.percentile(self.history, 99.5)), 1e-3))  # an onset spike must not dim the rest
+    self.image.set_clim(0.0, cochleagram.colour_limit(self.history))
     low, high = LEVEL_RANGE_DB
     self.meter.set_height(min(max(self.level_db, low), high) - low)
 
@@ -85,54 +87,50 @@ class LiveView:
     return int(recent.mean(axis=0).argmax())
 
 
-def _drain(results: queue.Queue, view: LiveView) -> None:
+def _drain(frames: queue.Queue, view: LiveView) -> None:
   while True:
     try:
-      view.push(results.get_nowait().frames)
+      view.push(frames.get_nowait())
     except queue.Empty:
       return
 
 
 def run(args: argparse.Namespace) -> LiveView:
-  """Runs the microphone through a local engine into a LiveView.
+  """Runs the microphone through the feed (local engine, or ``args.url``) into a LiveView.
 
   Off-screen (``args.snapshot``) for ``args.seconds``; otherwise in a
   desktop window until it is closed (or ``args.seconds`` pass).
   """
-  params = carfac.CarfacDesignParameters(fs=args.model_rate)
-  hop = max(1, round(args.hop_ms * args.model_rate / 1000))
-  pool = StreamPool(params, capacity=1, block_size=args.block, hop=hop)
-  results: queue.Queue[BlockResult] = queue.Queue()
-  window = None
-  if not args.snapshot:
-    import matplotlib.pyplot as plt
+  if args.url:
+    feed = RemoteFeed(args.url, args.token, args.hop_ms)
+  else:
+    feed = LocalFeed(args.model_rate, args.hop_ms, args.block)
+  frames: queue.Queue[np.ndarray] = queue.Queue()
+  with MicrophoneSource(args.device, args.rate, channels=1) as mic, feed.streaming(mic, frames.put):
+    window = None
+    if not args.snapshot:
+      import matplotlib.pyplot as plt
 
-    window = plt.figure(figsize=(10, 4.5))
-  view = LiveView(pool.centre_frequencies(), hop / args.model_rate, args.history, window)
-  with MicrophoneSource(args.device, args.rate, channels=1) as mic:
-    runner = EngineRunner(pool, mic, results.put)
-    runner.start()
-    try:
-      if window is None:
-        time.sleep(args.seconds)
-      else:
-        _show(view, results, args.seconds)
-    finally:
-      runner.stop()
-  _drain(results, view)
+      window = plt.figure(figsize=(10, 4.5))
+    view = LiveView(feed.centre_frequencies, feed.hop_s, args.history, window)
+    if window is None:
+      time.sleep(args.seconds)
+    else:
+      _show(view, frames, args.seconds)
+  _drain(frames, view)
   view.refresh()
   if mic.overflowed:
     print(f"warning: {mic.overflowed} samples dropped (input buffer full)", file=sys.stderr)
   return view
 
 
-def _show(view: LiveView, results: queue.Queue, seconds: float | None) -> None:
+def _show(view: LiveView, frames: queue.Queue, seconds: float | None) -> None:
   """The desktop window: redraws 30 times a second until closed (or timed out)."""
   import matplotlib.pyplot as plt
   from matplotlib.animation import FuncAnimation
 
   def update(_):
-    _drain(results, view)
+    _drain(frames, view)
     view.refresh()
     return view.image, view.meter
 
@@ -145,21 +143,30 @@ def _show(view: LiveView, results: queue.Queue, seconds: float | None) -> None:
   del animation
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="carfac-live", description=__doc__.split("\n\n")[0])
   parser.add_argument("--device", default=None, help="input device name or index (default: the system's)")
   parser.add_argument("--rate", type=float, default=None, help="capture rate, Hz (default: the device's)")
-  parser.add_argument("--model-rate", type=float, default=22050.0, help="the model's sample rate, Hz")
+  parser.add_argument("--url", help="a CARFAC server's endpoint, ws://HOST:PORT/v1/stream (default: run locally)")
+  parser.add_argument(
+      "--token", default=os.environ.get("CARFAC_TOKEN"), help="the server's bearer token (default: $CARFAC_TOKEN)"
+  )
+  parser.add_argument("--model-rate", type=float, default=22050.0, help="the model's sample rate, Hz (local engine)")
   parser.add_argument("--hop-ms", type=float, default=10.0, help="frame hop, ms")
-  parser.add_argument("--block", type=int, default=256, help="model samples per engine step")
+  parser.add_argument("--block", type=int, default=256, help="model samples per engine step (local engine)")
   parser.add_argument("--history", type=float, default=5.0, help="seconds shown")
   parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: when closed)")
   parser.add_argument("--snapshot", type=Path, help="run off-screen for --seconds (default 3), then save a PNG")
   args = parser.parse_args(argv)
-  device = int(args.device) if args.device is not None and args.device.isdigit() else args.device
-  args.device = device
+  if args.device is not None and args.device.isdigit():
+    args.device = int(args.device)
   if args.snapshot and args.seconds is None:
     args.seconds = 3.0
+  return args
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parse_args(argv)
   view = run(args)
   if args.snapshot:
     view.figure.savefig(args.snapshot)

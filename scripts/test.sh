@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up the environment (idempotent: system packages for the audio and
-# container tests, the virtual environment, then podman's configuration and
+# Sets up the environment (idempotent: system packages for the audio, browser
+# and container tests, the virtual environment, then podman's configuration and
 # base image) and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -7,6 +7,7 @@ import contextlib
 from typing import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from server.protocol import PROTOCOL_VERSION
 from server.routes import router
@@ -29,4 +30,6 @@ def create_app(settings: Settings) -> FastAPI:
   app = FastAPI(title="carfac-server", version=f"protocol {PROTOCOL_VERSION}", lifespan=lifespan)
   app.state.service = service
   app.include_router(router)
+  # The browser page (package data of `client`); GET / redirects to it.
+  app.mount("/web", StaticFiles(packages=[("client", "web")], html=True), name="web")
   return app

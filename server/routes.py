@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from server.connection import Connection
 from server.engine_thread import NotReadyError
@@ -14,6 +14,13 @@ router = APIRouter()
 
 def _service(request: Request) -> StreamService:
   return request.app.state.service
+
+
+@router.get("/", include_in_schema=False)
+def page(request: Request) -> RedirectResponse:
+  """The browser page (mounted at web/); the query, e.g. ``?token=``, goes along."""
+  query = request.url.query
+  return RedirectResponse(f"web/?{query}" if query else "web/")
 
 
 @router.get("/healthz")

@@ -46,6 +46,11 @@ def sounddevice() -> Iterator[ModuleType]:
       subprocess.run(["bash", str(VIRTUAL_AUDIO), "stop"], capture_output=True, timeout=30)
 
 
+def playing_tone(sd: ModuleType):
+  """The TONE_HZ sine played into the virtual sink, whose monitor is the default source (a context manager)."""
+  return sd.OutputStream(device="pulse", samplerate=CAPTURE_RATE, channels=1, blocksize=480, callback=tone_player())
+
+
 def tone_player(amplitude: float = 0.5):
   """A sounddevice output callback playing a TONE_HZ sine at CAPTURE_RATE."""
   played = 0

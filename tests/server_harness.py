@@ -2,8 +2,9 @@
 
 - ``InProcessServer``: uvicorn (``DrainingServer``) on an ephemeral 127.0.0.1
   port, in a thread of the test process; ``wait_ready`` polls ``/readyz``.
-- ``stream``: one client session with the real ``websockets`` client (start,
-  audio in chunks, stop), collecting every message until the server closes.
+- ``stream``: one session of the project's protocol client (``client.stream``:
+  start, audio in chunks at random boundaries, stop), collecting every
+  message until the server closes; ``exchange`` sends arbitrary messages.
 - ``reference``: the offline answer for the same audio: the whole audio
   resampled in one shot (``StreamResampler`` + flush), one ``run_segment``
   of a float32 design, the mean NAP per complete hop.
@@ -12,12 +13,10 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
-import json
 import threading
 import time
-from typing import Any, Awaitable, Iterator
+from typing import AsyncIterator, Awaitable, Iterator
 
 import httpx
 import numpy as np
@@ -26,9 +25,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 import carfac
+from client.protocol import SAMPLE_FORMATS, StreamRequest, encode_audio
+from client.stream import Session, collect
+from client.stream import stream as client_stream
 from engine.resample import StreamResampler
 from server.engine_thread import design
-from server.protocol import HEADER, HEADER_FIELDS, KIND_NAMES, SAMPLE_FORMATS
 from server.serve import DrainingServer, build_server
 from server.settings import Settings
 
@@ -70,50 +71,9 @@ def wait_ready(http: str, timeout: float = TIMEOUT_S) -> None:
       time.sleep(0.05)
 
 
-@dataclasses.dataclass
-class Session:
-  """Everything one client received."""
-
-  ready: dict[str, Any] | None = None
-  headers: list[dict[str, int]] = dataclasses.field(default_factory=list)
-  payloads: list[np.ndarray] = dataclasses.field(default_factory=list)
-  texts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-  close_code: int | None = None
-
-  @property
-  def end(self) -> dict[str, Any] | None:
-    return next((t for t in self.texts if t["type"] == "end"), None)
-
-  @property
-  def error(self) -> dict[str, Any] | None:
-    return next((t for t in self.texts if t["type"] == "error"), None)
-
-  def rows(self, kind: str) -> np.ndarray:
-    """All rows of ``kind`` in order, checking that none is missing."""
-    parts = [(h["first_index"], p) for h, p in zip(self.headers, self.payloads) if KIND_NAMES[h["kind"]] == kind]
-    expected = 0
-    for first, rows in parts:
-      assert first == expected, f"{kind}: rows {expected}..{first} missing"
-      expected += len(rows)
-    return np.concatenate([rows for _, rows in parts]) if parts else np.zeros((0,))
-
-
-def parse_frame_message(data: bytes) -> tuple[dict[str, int], np.ndarray]:
-  header = dict(zip(HEADER_FIELDS, HEADER.unpack_from(data)))
-  rows = np.frombuffer(data, "<f4", offset=header["header_bytes"])
-  return header, rows.reshape(header["count"], header["channels"], header["ears"])
-
-
-def encode(audio: np.ndarray, fmt: str) -> bytes:
-  """Float audio (n, channels) in the wire format (s16le: round(x * 32768), clipped)."""
-  if fmt == "s16le":
-    return np.clip(np.round(audio * 32768), -32768, 32767).astype("<i2").tobytes()
-  return np.asarray(audio, SAMPLE_FORMATS[fmt]).tobytes()
-
-
 def as_received(audio: np.ndarray, fmt: str) -> np.ndarray:
-  """What the server decodes from ``encode(audio, fmt)``."""
-  return np.frombuffer(encode(audio, fmt), SAMPLE_FORMATS[fmt]).reshape(audio.shape).astype(np.float32) / (
+  """What the server decodes from ``audio`` sent in format ``fmt``."""
+  return np.frombuffer(encode_audio(audio, fmt), SAMPLE_FORMATS[fmt]).reshape(audio.shape).astype(np.float32) / (
       np.float32(32768) if fmt == "s16le" else np.float32(1)
   )
 
@@ -129,15 +89,21 @@ def make_audio(seconds: float, rate: float, channels: int, seed: int) -> np.ndar
   return np.stack(columns, axis=1).astype(np.float32)
 
 
-def chunks(data: bytes, frame_bytes: int, seed: int) -> list[bytes]:
-  """``data`` split at random whole-frame boundaries (1 to 2000 frames a chunk)."""
+def chunks(audio: np.ndarray, seed: int) -> list[np.ndarray]:
+  """``audio`` split at random frame boundaries (1 to 2000 frames a chunk)."""
   rng = np.random.default_rng(seed)
   out, start = [], 0
-  while start < len(data):
-    size = int(rng.integers(1, 2000)) * frame_bytes
-    out.append(data[start : start + size])
+  while start < len(audio):
+    size = int(rng.integers(1, 2000))
+    out.append(audio[start : start + size])
     start += size
   return out
+
+
+async def _pausing(parts: list[np.ndarray], pause_s: float) -> AsyncIterator[np.ndarray]:
+  for part in parts:
+    yield part
+    await asyncio.sleep(pause_s)
 
 
 async def stream(
@@ -153,47 +119,11 @@ async def stream(
     headers: dict[str, str] | None = None,
     **connect_args,
 ) -> Session:
-  """Streams ``audio`` through protocol v1; returns all that came back."""
-  start: dict[str, Any] = {"type": "start", "sample_rate": rate, "channels": audio.shape[1], "format": fmt}
-  if hop_ms is not None:
-    start["hop_ms"] = hop_ms
-  if outputs is not None:
-    start["outputs"] = outputs
-  session = Session()
+  """Streams ``audio`` (n, channels) in random chunks ``pause_s`` apart; returns all that came back."""
+  request = StreamRequest(rate, audio.shape[1], fmt, hop_ms, None if outputs is None else tuple(outputs))
   async with asyncio.timeout(TIMEOUT_S):
-    async with connect(url, additional_headers=AUTH if headers is None else headers, proxy=None, **connect_args) as ws:
-      await ws.send(json.dumps(start))
-      reader = asyncio.create_task(collect(ws, session))
-      frame_bytes = SAMPLE_FORMATS[fmt].itemsize * audio.shape[1]
-      try:
-        for chunk in chunks(encode(audio, fmt), frame_bytes, seed):
-          await ws.send(chunk)
-          await asyncio.sleep(pause_s)
-        await ws.send(json.dumps({"type": "stop"}))
-      except ConnectionClosed:
-        pass  # the server ended the stream early (an error, a shutdown): the reader has the rest
-      await reader
-  return session
-
-
-async def collect(ws, session: Session) -> Session:
-  """Reads until the server closes; JSON into ``texts``, frames into headers/payloads."""
-  try:
-    async for message in ws:
-      if isinstance(message, bytes):
-        header, rows = parse_frame_message(message)
-        session.headers.append(header)
-        session.payloads.append(rows)
-      else:
-        text = json.loads(message)
-        if text["type"] == "ready":
-          session.ready = text
-        else:
-          session.texts.append(text)
-  except ConnectionClosed:
-    pass  # closed with an error code: recorded below
-  session.close_code = ws.close_code
-  return session
+    audio_chunks = _pausing(chunks(audio, seed), pause_s)
+    return await client_stream(url, request, audio_chunks, headers=AUTH if headers is None else headers, **connect_args)
 
 
 async def exchange(

@@ -129,6 +129,8 @@ def test_cpu_image_streams_offline_frames_and_stops_cleanly(container: Container
   seconds_to_ready = wait_ready(container)
   assert podman("exec", container.name, "id", "-u").stdout.strip() == USER_ID
   podman("healthcheck", "run", container.name)  # the image's HEALTHCHECK, against /healthz
+  page = httpx.get(f"{container.http}/web/", trust_env=False, timeout=5)  # the browser page ships in the image
+  assert page.status_code == 200 and '<canvas id="cochleagram"' in page.text, page.status_code
 
   rate = 48000
   t = np.arange(rate) / rate

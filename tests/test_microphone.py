@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import carfac
-from audio_harness import CAPTURE_RATE, TONE_HZ, sounddevice, tone_player  # noqa: F401 (fixture)
+from audio_harness import CAPTURE_RATE, TONE_HZ, playing_tone, sounddevice  # noqa: F401 (fixture)
 from engine.microphone import MicrophoneSource, list_input_devices, main
 from engine.optional_import import MissingAudioBackendError, import_optional
 from engine.pool import BlockResult, StreamPool
@@ -37,9 +37,7 @@ def test_a_1khz_tone_peaks_at_the_channel_nearest_1khz(sounddevice: ModuleType) 
   with MicrophoneSource("pulse", CAPTURE_RATE, channels=1, block_frames=480) as mic:
     runner = EngineRunner(pool, mic, results.append)
     runner.start()
-    with sounddevice.OutputStream(
-        device="pulse", samplerate=CAPTURE_RATE, channels=1, blocksize=480, callback=tone_player()
-    ):
+    with playing_tone(sounddevice):
       time.sleep(1.5)
       runner.stop(timeout=10)  # while the tone still plays: every frame captured is of the tone or before it
   frames = np.concatenate([r.frames for r in results])[:, :, 0]

@@ -1,0 +1,183 @@
+"""``carfac-client``: stream a file or the microphone to a CARFAC server; save the NAP frames.
+
+    carfac-client stream speech.wav --url ws://HOST:8000/v1/stream --out nap.npz --png nap.png
+    carfac-client stream speech.flac --realtime --format s16le --hop-ms 5 --out nap.npz
+    carfac-client stream --mic --seconds 10 --out mic.npz      # or until Ctrl-C
+
+A file goes as fast as the server reads it (``--realtime``: at its own
+pace), with a progress bar on a terminal. The ``.npz`` has the keys that
+``carfac-nap`` writes: ``nap`` (n_frames, channels, ears), ``centre_frequencies_hz``
+(channel 0 highest), ``sample_rate_hz`` (the model's), ``hop_samples`` (at the
+model rate) and ``source``, plus ``dropped_rows`` (rows the server dropped
+for a slow reader; they are zeros in ``nap``). ``--png`` draws the cochleagram
+(frequency in Hz, time in s). Exit status: 0 done, 1 the server refused or
+ended the stream, 2 a local problem (file, device, connection, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterable, Iterator
+
+import numpy as np
+from websockets.exceptions import WebSocketException
+
+from client import cochleagram
+from client.progress import Progress
+from client.protocol import SAMPLE_FORMATS, StreamRequest, auth_headers
+from client.sources import in_thread, realtime
+from client.stream import Session, StreamFailed, stream
+from engine.file_source import FileSource
+from engine.microphone import MicrophoneSource
+
+DEFAULT_URL = "ws://127.0.0.1:8000/v1/stream"
+
+
+def save_npz(path: Path, frames: np.ndarray, ready: dict[str, Any], source: str, dropped_rows: int) -> None:
+  """Writes frames (n, channels, ears) with what they are: the keys of ``carfac-nap``, and ``dropped_rows``."""
+  np.savez_compressed(
+      path,
+      nap=frames,
+      centre_frequencies_hz=np.asarray(ready["centre_frequencies_hz"]),
+      sample_rate_hz=ready["model_rate"],
+      hop_samples=ready["hop_samples"],
+      source=source,
+      dropped_rows=dropped_rows,
+  )
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
+  """The first Ctrl-C stops the audio (the stream is then flushed); a second one aborts."""
+  loop = asyncio.get_running_loop()
+
+  def interrupted() -> None:
+    print("\nstopping; Ctrl-C again aborts", file=sys.stderr)
+    stop.set()
+    loop.remove_signal_handler(signal.SIGINT)
+
+  loop.add_signal_handler(signal.SIGINT, interrupted)
+  try:
+    yield
+  finally:
+    loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _stream_file(args: argparse.Namespace, stop: threading.Event) -> Session:
+  """The file in ``--chunk-ms`` chunks, as fast as the server reads them or in real time."""
+  source = FileSource(args.file)
+  source.chunk_frames = max(1, round(args.chunk_ms * source.sample_rate / 1000))
+  request = StreamRequest(source.sample_rate, source.channels, args.format, args.hop_ms)
+  chunks: AsyncIterable[np.ndarray] = in_thread(source, stop)
+  if args.realtime:
+    chunks = realtime(chunks, source.sample_rate)
+  progress = Progress(source.frames / source.sample_rate, sys.stderr if sys.stderr.isatty() else None)
+  try:
+    return await stream(
+        args.url,
+        request,
+        progress.track(chunks, source.sample_rate),
+        headers=auth_headers(args.token),
+        on_frames=progress.on_frames,
+    )
+  finally:
+    progress.close()
+
+
+async def _stream_microphone(args: argparse.Namespace, stop: threading.Event) -> Session:
+  """The microphone (mono) until ``--seconds`` pass or Ctrl-C."""
+  with MicrophoneSource(args.device, args.rate, channels=1) as mic:
+    request = StreamRequest(mic.sample_rate, 1, args.format, args.hop_ms)
+    if args.seconds is not None:
+      asyncio.get_running_loop().call_later(args.seconds, stop.set)
+    print(f"{mic.device_name}: {mic.sample_rate:g} Hz -> {args.url}; Ctrl-C stops", file=sys.stderr)
+    return await stream(args.url, request, in_thread(mic, stop), headers=auth_headers(args.token))
+
+
+async def _run_stream(args: argparse.Namespace) -> Session:
+  stop = threading.Event()
+  with _stop_on_ctrl_c(stop):
+    return await (_stream_microphone if args.mic else _stream_file)(args, stop)
+
+
+def stream_command(args: argparse.Namespace) -> int:
+  """``carfac-client stream``: streams, then writes the ``.npz`` and/or the PNG."""
+  session = asyncio.run(_run_stream(args))
+  session.check()
+  ready, end = session.ready, session.end
+  source = "microphone" if args.mic else str(args.file)
+  frames = session.rows("frames", fill=0.0)
+  hop_s = ready["hop_samples"] / ready["model_rate"]
+  if args.out:
+    save_npz(args.out, frames, ready, source, end["dropped_rows"])
+  if args.png:
+    title = source if args.mic else args.file.name
+    cochleagram.save_png(args.png, frames, np.asarray(ready["centre_frequencies_hz"]), hop_s, title)
+  written = " and ".join(str(path) for path in (args.out, args.png) if path)
+  print(
+      f"{source} -> {written}: {len(frames)} frames x {frames.shape[1]} channels x {frames.shape[2]} ear(s), "
+      f"hop {1000 * hop_s:.2f} ms, model {ready['model_rate']:g} Hz"
+  )
+  if end["reason"] != "stop":
+    print(f"warning: the server ended the stream early ({end['reason']})", file=sys.stderr)
+  if end["dropped_rows"]:
+    print(f"warning: the server dropped {end['dropped_rows']} rows (this client read too slowly)", file=sys.stderr)
+  return 0
+
+
+def parser() -> argparse.ArgumentParser:
+  top = argparse.ArgumentParser(prog="carfac-client", description=__doc__.split("\n\n")[0])
+  commands = top.add_subparsers(dest="command", required=True)
+  command = commands.add_parser("stream", help="stream a file or the microphone; save the frames")
+  command.add_argument("file", type=Path, nargs="?", help="an audio file (WAV, FLAC, OGG, ...)")
+  command.add_argument("--mic", action="store_true", help="stream the microphone instead of a file")
+  command.add_argument("--url", default=DEFAULT_URL, help=f"the server's stream endpoint (default {DEFAULT_URL})")
+  command.add_argument(
+      "--token", default=os.environ.get("CARFAC_TOKEN"), help="bearer token (default: $CARFAC_TOKEN)"
+  )
+  command.add_argument("--out", type=Path, help="write the frames and their metadata to this .npz")
+  command.add_argument("--png", type=Path, help="draw the cochleagram into this PNG")
+  command.add_argument(
+      "--realtime", action="store_true", help="send a file at its own pace (default: as fast as the server reads)"
+  )
+  command.add_argument("--hop-ms", type=float, help="frame hop, ms (default: the server's)")
+  command.add_argument("--format", choices=sorted(SAMPLE_FORMATS), default="f32le", help="sample format on the wire")
+  command.add_argument("--chunk-ms", type=float, default=20.0, help="audio per message for a file, ms")
+  command.add_argument("--device", help="input device name or index (--mic; default: the system's)")
+  command.add_argument("--rate", type=float, help="capture rate, Hz (--mic; default: the device's)")
+  command.add_argument("--seconds", type=float, help="stop the microphone after this long (default: Ctrl-C)")
+  return top
+
+
+def main(argv: list[str] | None = None) -> int:
+  arguments = parser()
+  args = arguments.parse_args(argv)
+  if args.mic == (args.file is not None):
+    arguments.error("give a FILE or --mic")
+  if not (args.out or args.png):
+    arguments.error("nothing to write: give --out and/or --png")
+  if args.realtime and args.mic:
+    arguments.error("--realtime is for files (a microphone is real time)")
+  if args.device is not None and args.device.isdigit():
+    args.device = int(args.device)
+  try:
+    return stream_command(args)
+  except StreamFailed as err:
+    print(f"carfac-client: {err}", file=sys.stderr)
+    return 1
+  except (OSError, RuntimeError, ImportError, ValueError, WebSocketException) as err:
+    print(f"carfac-client: {err}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())
