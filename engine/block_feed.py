@@ -3,12 +3,20 @@
 A source delivers float32 chunks of any length at its own rate; the pool
 takes fixed-size blocks at the model's rate. ``BlockFeed`` chains the steps:
 
-  non-finite check -> ``StreamResampler`` (to the model rate) -> ``Reblocker``
+  non-finite check, clipping -> ``StreamResampler`` (to the model rate) -> ``Reblocker``
 
 Non-finite policy: NaN and +-Inf samples are counted in ``nonfinite_samples``
 and replaced by 0 before resampling. A sound card or decoder glitch should
 not end a live stream, and a NaN must not reach the resampler, whose filter
 would smear it over its neighbours, nor the pool, which rejects such a block.
+
+Amplitude policy: finite samples are clipped to +-``MAX_SAMPLE`` (counted in
+``clipped_samples``). Full scale is 1; the float32 model stays finite up to
+about 1e12 and overflows to NaN from about 1e19 (one such sample poisons its
+stream's state for good), and the resampler turns samples near float32's
+largest value (3.4e38) into NaN, which would make the pool reject the whole
+batch that block is in. Clipping at 1e6 (120 dB above full scale) keeps
+every finite input valid audio with finite output, with a margin of 1e6.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import numpy as np
 
 from engine.reblock import Reblocker
 from engine.resample import StreamResampler
+
+MAX_SAMPLE = np.float32(1e6)  # largest sample magnitude passed on (full scale is 1)
 
 
 class BlockFeed:
@@ -27,6 +37,7 @@ class BlockFeed:
     self._reblocker = Reblocker(block_size, channels)
     self.channels = channels
     self.nonfinite_samples = 0
+    self.clipped_samples = 0
 
   @property
   def model_samples(self) -> int:
@@ -40,6 +51,10 @@ class BlockFeed:
     if bad.any():
       self.nonfinite_samples += int(bad.sum())
       chunk = np.where(bad, np.float32(0), chunk)
+    loud = np.abs(chunk) > MAX_SAMPLE
+    if loud.any():
+      self.clipped_samples += int(loud.sum())
+      chunk = np.clip(chunk, -MAX_SAMPLE, MAX_SAMPLE)
     return self._reblocker.push(self._resampler.process(chunk))
 
   def finish(self) -> list[np.ndarray]:

@@ -39,6 +39,7 @@ class Connection:
     self._session: StreamSession | None = None
     self._sender: asyncio.Task | None = None
     self._conversation: asyncio.Task | None = None
+    self._client_gone = False  # a send failed: the client disconnected
 
   async def run(self) -> None:
     try:
@@ -128,7 +129,9 @@ class Connection:
         await self._ws.send_bytes(encoded)
         sent.labels(KIND_NAMES[message.kind]).inc(len(message.rows))
     except WebSocketDisconnect:
-      pass  # the receiving side sees the disconnect too and ends the conversation
+      # While the conversation runs, its receive sees the disconnect too; after
+      # a stop (or on shutdown) ``_finish`` reads this flag instead.
+      self._client_gone = True
 
   async def _finish(self, reason: str, close_code: int) -> None:
     """Flushes the stream, sends what is left, then ``end`` and the close."""
@@ -143,6 +146,8 @@ class Connection:
           await self._sender
     except TimeoutError:
       raise ProtocolError(ErrorKind.IDLE_TIMEOUT, f"the client did not read its frames within {idle:g} s") from None
+    if self._client_gone:
+      raise ClientGone()  # (the WebSocket is closed: no end message to send)
     await self._ws.send_json(session.end_message(reason))
     await self._ws.close(close_code)
 

@@ -105,6 +105,8 @@ def parse_json(text: str) -> dict[str, Any]:
     message = json.loads(text)
   except json.JSONDecodeError as err:
     raise ProtocolError(ErrorKind.INVALID_JSON, f"not JSON: {err}") from None
+  except RecursionError:  # e.g. "[[[[...": Python's parser gives up past ~1000 levels
+    raise ProtocolError(ErrorKind.INVALID_JSON, "not JSON: nested too deeply") from None
   if not isinstance(message, dict) or not isinstance(message.get("type"), str):
     raise ProtocolError(ErrorKind.INVALID_MESSAGE, 'a JSON object with a string "type" was expected')
   return message
@@ -129,9 +131,10 @@ def negotiate(start: StartMessage, settings: Settings) -> StreamSpec:
   if start.channels not in settings.ears:
     raise ProtocolError(ErrorKind.UNSUPPORTED, f"channels {start.channels}: this server serves {settings.ears}")
   offered = ["frames", *settings.raw_outputs]
-  unknown = [name for name in start.outputs if name not in offered]
-  if unknown or len(set(start.outputs)) != len(start.outputs):
-    raise ProtocolError(ErrorKind.UNSUPPORTED, f"outputs {start.outputs}: choose distinct names from {offered}")
+  if any(name not in offered for name in start.outputs):
+    raise ProtocolError(ErrorKind.UNSUPPORTED, f"outputs {start.outputs}: choose from {offered}")
+  if len(set(start.outputs)) != len(start.outputs):  # offered names, but a wrong value
+    raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"outputs {start.outputs}: the names must be distinct")
   hop_ms = settings.hop_ms if start.hop_ms is None else start.hop_ms
   if not settings.min_hop_ms <= hop_ms <= MAX_HOP_MS:
     raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"hop_ms must be within [{settings.min_hop_ms}, {MAX_HOP_MS}]")

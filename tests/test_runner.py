@@ -1,4 +1,4 @@
-"""EngineRunner and BlockFeed: non-finite policy, threading, stopping, errors."""
+"""EngineRunner and BlockFeed: non-finite and amplitude policies, threading, stopping, errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import carfac
-from engine.block_feed import BlockFeed
+from engine.block_feed import MAX_SAMPLE, BlockFeed
 from engine.pool import BlockResult, StreamPool
 from engine.runner import EngineRunner
 
@@ -69,6 +69,28 @@ def test_non_finite_samples_reach_the_model_as_zeros(pool: StreamPool) -> None:
   expected, _ = _frames(pool, ListSource(np.array_split(zeroed, 7)))
   np.testing.assert_array_equal(got, expected)
   assert runner.feed.nonfinite_samples == 3 and len(got) == 3000 // HOP
+
+
+def test_block_feed_clips_enormous_finite_samples() -> None:
+  """float32's largest value would come out of the resampler as NaN; clipped, it stays finite."""
+  feed = BlockFeed(48000.0, MODEL_RATE, channels=1, block_size=256)
+  chunk = np.full((4800, 1), np.finfo(np.float32).max)
+  chunk[::2] *= -1
+  blocks = feed.push(chunk) + feed.finish()
+  assert feed.clipped_samples == 4800 and feed.nonfinite_samples == 0
+  assert all(np.isfinite(block).all() for block in blocks)
+  assert max(np.abs(block).max() for block in blocks) < 2 * MAX_SAMPLE  # the resampler's overshoot
+
+
+@pytest.mark.parametrize("loud", [1e30, -1e19, float(np.finfo(np.float32).max)])
+def test_enormous_samples_give_finite_frames_and_spare_the_rest_of_the_stream(pool: StreamPool, loud: float) -> None:
+  """Unclipped, one sample from about 1e19 up turns the model's state into NaN for good."""
+  audio = 0.1 * np.sin(2 * np.pi * 1000 * np.arange(6000) / MODEL_RATE).astype(np.float32)[:, None]
+  audio[100:120] = loud
+  got, runner = _frames(pool, ListSource(np.array_split(audio, 5)))
+  assert runner.feed.clipped_samples == 20 and np.isfinite(got).all() and len(got) == 6000 // HOP
+  quiet, _ = _frames(pool, ListSource([audio[3000:]]))
+  assert np.abs(got[-5:]).max() < 10 * np.abs(quiet[-5:]).max()  # the stream recovers: no lasting damage
 
 
 def test_a_live_source_runs_on_its_thread_until_stopped(pool: StreamPool) -> None:

@@ -1,4 +1,5 @@
-"""Limits: a full pool, too many connections, idle clients, outputs not offered, slow readers."""
+"""Limits: a full pool, too many connections, idle clients, outputs not offered, slow readers,
+message sizes, the default listening address, and connections that never complete a request."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Iterator
 import httpx
 import numpy as np
 import pytest
+from reliability_harness import ServerProcess, listening_addresses, small_buffer_socket
 from server_harness import (
     AUTH,
     TIMEOUT_S,
@@ -87,15 +89,6 @@ def test_outputs_and_ear_counts_not_offered_are_unsupported(tight_server, start:
   assert session.error["code"] == "unsupported" and session.close_code == 1003, why
 
 
-def _small_receive_buffer_socket(http: str) -> socket.socket:
-  """A connected client socket whose kernel receive buffer stays small (no autotuning)."""
-  host, port = http.removeprefix("http://").split(":")
-  sock = socket.socket()
-  sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-  sock.connect((host, int(port)))
-  return sock
-
-
 def test_a_slow_reader_loses_the_oldest_messages_and_is_told_how_many(main_server) -> None:
   """The client reads nothing until the server has produced everything: the queue overflows."""
   rate, audio = 22050.0, make_audio(3.0, 22050.0, 1, seed=21)
@@ -103,7 +96,7 @@ def test_a_slow_reader_loses_the_oldest_messages_and_is_told_how_many(main_serve
 
   async def slow_reader() -> Session:
     session = Session()
-    sock = _small_receive_buffer_socket(main_server.http)
+    sock = small_buffer_socket(main_server.http)
     async with connect(main_server.ws, sock=sock, additional_headers=AUTH, proxy=None, max_queue=1) as ws:
       await ws.send(json.dumps(start))
       session.ready = json.loads(await ws.recv())
@@ -139,3 +132,60 @@ def test_the_hop_is_rounded_to_a_multiple_of_the_frame_granule(tight_server) -> 
   assert hop == 112  # gcd(block 256, hop 220, min hop 44) = 4
   expected = reference(audio, 22050.0, tight_server.settings, hop)["frames"]
   assert max_error(session.rows("frames"), expected) <= TOLERANCE
+
+
+def test_message_size_limit_boundaries(main_server) -> None:
+  """At the limit: accepted. Over it: ``message_too_big`` (text too). Over twice it: the WebSocket layer's 1009."""
+  limit = main_server.settings.max_message_bytes
+  start = json.dumps({"type": "start", "sample_rate": 22050, "channels": 1, "format": "f32le"})
+  stop = json.dumps({"type": "stop"})
+  at_limit = asyncio.run(exchange(main_server.ws, [start, b"\0" * limit, stop]))
+  assert at_limit.close_code == 1000 and at_limit.end["samples_received"] == limit // 4
+  text = json.dumps({"type": "stop", "padding": "x" * limit})
+  over = asyncio.run(alongside_honest_client(main_server, exchange(main_server.ws, [start, text])))
+  assert over.error["code"] == "message_too_big" and over.close_code == 1009
+  far_over = asyncio.run(exchange(main_server.ws, [start, b"\0" * (2 * limit + 4)]))
+  assert far_over.close_code == 1009 and far_over.error is None
+
+
+def test_the_host_defaults_to_loopback_and_a_flag_changes_it() -> None:
+  assert Settings().host == "127.0.0.1"
+  assert Settings(_cli_parse_args=["--host", "::1"]).host == "::1"
+
+
+@pytest.fixture(scope="module")
+def process_server(compile_cache: str) -> Iterator[ServerProcess]:
+  """``python -m server`` with the default host, and a 1-s idle timeout."""
+  server = ServerProcess.serving(
+      ears=[1], capacity=16, shards=1, raw_outputs=["naps"], idle_timeout_s=1.0, compile_cache_dir=compile_cache
+  )
+  yield server
+  assert server.stop() == 0
+
+
+def test_the_process_listens_on_loopback_only(process_server) -> None:
+  port = int(process_server.http.rsplit(":", 1)[1])
+  assert listening_addresses(process_server.pid) == [("127.0.0.1", port)]
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",
+        b"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /he",
+    ],
+    ids=["nothing", "half a request head", "half a second request"],
+)
+def test_a_connection_without_a_whole_request_head_is_closed_after_the_idle_timeout(process_server, sent) -> None:
+  """uvicorn alone would keep such a connection (and its file descriptor) open for ever."""
+  host, port = process_server.http.removeprefix("http://").split(":")
+  started = time.monotonic()  # (the server's clock starts when it accepts)
+  with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as sock:
+    sock.sendall(sent)
+    received = b""
+    while chunk := sock.recv(65536):  # until the server closes the connection
+      received += chunk
+    elapsed = time.monotonic() - started
+  assert 1.0 <= elapsed < 3.0
+  assert received.count(b"HTTP/1.1 200") == sent.count(b"\r\n\r\n")  # complete requests were answered

@@ -9,46 +9,18 @@ error, and the process exits with status 0 within a few seconds.
 from __future__ import annotations
 
 import asyncio
-import os
-import queue
-import re
+import json
 import signal
-import subprocess
 import sys
-import threading
 import time
 
 import httpx
-from server_harness import TIMEOUT_S, TOLERANCE, Session, collect, make_audio, max_error, reference, stream
+import numpy as np
+from reliability_harness import ServerProcess
+from server_harness import TOLERANCE, Session, as_received, collect, make_audio, max_error, reference, stream
 from websockets.asyncio.client import connect
 
 from server.settings import Settings
-
-
-class ServerProcess:
-  """``python -m server`` with ``env`` settings; its output is read on a thread."""
-
-  def __init__(self, env: dict[str, str]):
-    self.process = subprocess.Popen(
-        [sys.executable, "-m", "server"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    self.lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=self._read, daemon=True).start()
-
-  def _read(self) -> None:
-    for line in self.process.stdout:
-      self.lines.put(line)
-
-  def wait_for_line(self, pattern: str) -> re.Match:
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:
-      line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-      if match := re.search(pattern, line):
-        return match
 
 
 def test_sigterm_flushes_streams_closes_1001_and_exits_0(tmp_path) -> None:
@@ -91,12 +63,48 @@ def test_sigterm_flushes_streams_closes_1001_and_exits_0(tmp_path) -> None:
   finally:
     server.process.kill()
   assert idle.error["code"] == "shutting_down" and idle.close_code == 1001
-  settings = Settings(ears=[1])
   for session, audio, rate in zip(sessions, audios, rates):
-    end = session.end
-    assert session.close_code == 1001 and end["reason"] == "shutdown", session.texts
-    received = end["samples_received"]
-    assert 0 < received < len(audio)  # cut short, then flushed
-    expected = reference(audio[:received], rate, settings, session.ready["hop_samples"])["frames"]
-    assert end["rows"]["frames"] == len(expected) and end["dropped_rows"] == 0
-    assert max_error(session.rows("frames"), expected) <= TOLERANCE
+    _assert_flushed(session, audio, rate)
+
+
+def _assert_flushed(session: Session, audio: np.ndarray, rate: float) -> None:
+  """A stream cut short by SIGTERM: every frame of the audio the server took in, then end and 1001."""
+  end = session.end
+  assert session.close_code == 1001 and end["reason"] == "shutdown", session.texts
+  received = end["samples_received"]
+  assert 0 < received < len(audio)  # cut short, then flushed
+  expected = reference(audio[:received], rate, Settings(ears=[1]), session.ready["hop_samples"])["frames"]
+  assert end["rows"]["frames"] == len(expected) and end["dropped_rows"] == 0
+  assert max_error(session.rows("frames"), expected) <= TOLERANCE
+
+
+def test_sigterm_under_load_flushes_32_streams(compile_cache: str) -> None:
+  """32 clients streaming in real time, at three rates and both formats, when SIGTERM comes."""
+  clients = 32
+  rates = [(22050.0, 48000.0, 16000.0)[i % 3] for i in range(clients)]
+  formats = [("f32le", "s16le")[i % 2] for i in range(clients)]
+  audios = [make_audio(4.0, rate, 1, seed=60 + i) for i, rate in enumerate(rates)]
+  server = ServerProcess.serving(ears=[1], capacity=clients, shards=2, compile_cache_dir=compile_cache)
+
+  async def clients_then_sigterm() -> list[Session]:
+    streams = [
+        asyncio.create_task(stream(server.ws, audio, rate, fmt, pause_s=0.02, seed=i))
+        for i, (audio, rate, fmt) in enumerate(zip(audios, rates, formats))
+    ]
+    await asyncio.sleep(1.0)
+    server.process.send_signal(signal.SIGTERM)
+    return await asyncio.gather(*streams)
+
+  try:
+    sent_at = time.monotonic()
+    sessions = asyncio.run(clients_then_sigterm())
+    status = server.process.wait(timeout=10)
+    exit_s = time.monotonic() - sent_at - 1.0
+  finally:
+    server.process.kill()
+  figures = {"clients": clients, "exit_status": status, "exit_after_sigterm_s": round(exit_s, 2)}
+  figures["frames_flushed"] = sum(session.end["rows"]["frames"] for session in sessions)
+  print(json.dumps(figures), file=sys.stderr)
+  assert status == 0 and exit_s < Settings().shutdown_timeout_s + 1 and not server.faults()
+  for session, audio, rate, fmt in zip(sessions, audios, rates, formats):
+    _assert_flushed(session, as_received(audio, fmt), rate)
