@@ -36,19 +36,20 @@ from client.sources import in_thread, realtime
 from client.stream import Session, StreamFailed, stream
 from engine.file_source import FileSource
 from engine.microphone import MicrophoneSource
+from engine.nap_file import save_nap_npz
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/stream"
 
 
 def save_npz(path: Path, frames: np.ndarray, ready: dict[str, Any], source: str, dropped_rows: int) -> None:
   """Writes frames (n, channels, ears) with what they are: the keys of ``carfac-nap``, and ``dropped_rows``."""
-  np.savez_compressed(
+  save_nap_npz(
       path,
-      nap=frames,
-      centre_frequencies_hz=np.asarray(ready["centre_frequencies_hz"]),
-      sample_rate_hz=ready["model_rate"],
-      hop_samples=ready["hop_samples"],
-      source=source,
+      frames,
+      ready["centre_frequencies_hz"],
+      ready["model_rate"],
+      ready["hop_samples"],
+      source,
       dropped_rows=dropped_rows,
   )
 

@@ -49,6 +49,26 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
     wav.writeframes(pcm.tobytes())
 
 
+def save_nap_npz(
+    path, frames: np.ndarray, centre_frequencies, sample_rate: float, hop: int, source: str, **extra
+) -> None:
+  """Writes NAP frames (n, n_ch, n_ears) with what they are, as ``.npz``.
+
+  Keys: ``nap``, ``centre_frequencies_hz``, ``sample_rate_hz`` (the model's),
+  ``hop_samples``, ``source``, plus ``extra`` (e.g. the client's
+  ``dropped_rows``); the one format of ``carfac-nap`` and ``carfac-client``.
+  """
+  np.savez_compressed(
+      path,
+      nap=frames,
+      centre_frequencies_hz=np.asarray(centre_frequencies),
+      sample_rate_hz=sample_rate,
+      hop_samples=hop,
+      source=source,
+      **extra,
+  )
+
+
 def wav_to_nap_frames(
     audio: np.ndarray,
     params: carfac.CarfacDesignParameters,
@@ -92,14 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ear.ihc.ihc_style = args.ihc_style
   hop = max(1, round(rate * args.hop_ms / 1000))
   frames, centre_frequencies = wav_to_nap_frames(audio, params, hop)
-  np.savez_compressed(
-      args.output,
-      nap=frames,
-      centre_frequencies_hz=centre_frequencies,
-      sample_rate_hz=rate,
-      hop_samples=hop,
-      source=str(args.input),
-  )
+  save_nap_npz(args.output, frames, centre_frequencies, rate, hop, str(args.input))
   print(
       f"{args.input}: {audio.shape[0] / rate:.2f} s, {audio.shape[1]} ear(s) -> "
       f"{args.output}: {frames.shape[0]} frames x {frames.shape[1]} channels"
