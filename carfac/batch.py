@@ -28,6 +28,8 @@ from carfac.carfac import (
     agc_view,
     ears_step,
     merge_agc_view,
+    require_float_input,
+    state_dtype,
     update_agc,
 )
 
@@ -35,8 +37,7 @@ from carfac.carfac import (
 def _validated_batch(input_waves, hypers: CarfacHypers, dtype) -> jax.Array:
   """(n_streams, n_samp) or (n_streams, n_samp, n_ears) float -> 3-D array."""
   shape = np.shape(input_waves)
-  if not jnp.issubdtype(np.dtype(getattr(input_waves, "dtype", np.float64)), jnp.floating):
-    raise ValueError("input_waves must be a float array (float32 or float64)")
+  require_float_input(input_waves)
   if len(shape) == 2 and hypers.n_ears == 1:
     shape = shape + (1,)
   if len(shape) != 3 or shape[2] != hypers.n_ears:
@@ -80,7 +81,7 @@ def run_segment_batch(
     separately.
   """
   outputs = _checked_outputs(outputs)
-  x = _validated_batch(input_waves, hypers, states.ears[0].car.z1_memory.dtype)
+  x = _validated_batch(input_waves, hypers, state_dtype(states))
   ear_states = list(states.ears)
   if open_loop:
     ear_states = _open_loop_states(ear_states)

@@ -193,15 +193,20 @@ def close_agc_loop(
   return closed
 
 
-def _validated_input(input_waves, hypers: CarfacHypers, dtype) -> jax.Array:
-  """Checks rank, ear count and dtype; returns (n_samp, n_ears) of ``dtype``."""
-  shape = np.shape(input_waves)
+def require_float_input(input_waves) -> None:
+  """Rejects integer (e.g. PCM) input: the model needs float audio."""
   input_dtype = np.dtype(getattr(input_waves, "dtype", np.float64))
   if not jnp.issubdtype(input_dtype, jnp.floating):
     raise ValueError(
         f"input_waves must be a float array (float32 or float64), got "
         f"{input_dtype}; convert integer PCM to float first"
     )
+
+
+def _validated_input(input_waves, hypers: CarfacHypers, dtype) -> jax.Array:
+  """Checks rank, ear count and dtype; returns (n_samp, n_ears) of ``dtype``."""
+  shape = np.shape(input_waves)
+  require_float_input(input_waves)
   if len(shape) not in (1, 2):
     raise ValueError(
         f"input_waves must have shape (n_samp,) or (n_samp, n_ears), got {shape}"
@@ -215,7 +220,8 @@ def _validated_input(input_waves, hypers: CarfacHypers, dtype) -> jax.Array:
   return jnp.asarray(input_waves, dtype).reshape(shape[0], n_ears)
 
 
-def _state_dtype(state: CarfacState):
+def state_dtype(state: CarfacState):
+  """The float dtype the model state (and so the computation) is in."""
   return state.ears[0].car.z1_memory.dtype
 
 
@@ -333,7 +339,7 @@ def run_segment_outputs(
   chained by passing the returned state back in; the result equals one call.
   """
   outputs = _checked_outputs(outputs)
-  x = _validated_input(input_waves, hypers, _state_dtype(state))
+  x = _validated_input(input_waves, hypers, state_dtype(state))
   states = list(state.ears)
   if open_loop:
     states = _open_loop_states(states)

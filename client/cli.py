@@ -35,7 +35,7 @@ from client.protocol import SAMPLE_FORMATS, StreamRequest, auth_headers
 from client.sources import in_thread, realtime
 from client.stream import Session, StreamFailed, stream
 from engine.file_source import FileSource
-from engine.microphone import MicrophoneSource
+from engine.microphone import MicrophoneSource, device_argument
 from engine.nap_file import save_nap_npz
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/stream"
@@ -151,7 +151,9 @@ def parser() -> argparse.ArgumentParser:
   command.add_argument("--hop-ms", type=float, help="frame hop, ms (default: the server's)")
   command.add_argument("--format", choices=sorted(SAMPLE_FORMATS), default="f32le", help="sample format on the wire")
   command.add_argument("--chunk-ms", type=float, default=20.0, help="audio per message for a file, ms")
-  command.add_argument("--device", help="input device name or index (--mic; default: the system's)")
+  command.add_argument(
+      "--device", type=device_argument, help="input device name or index (--mic; default: the system's)"
+  )
   command.add_argument("--rate", type=float, help="capture rate, Hz (--mic; default: the device's)")
   command.add_argument("--seconds", type=float, help="stop the microphone after this long (default: Ctrl-C)")
   return top
@@ -166,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     arguments.error("nothing to write: give --out and/or --png")
   if args.realtime and args.mic:
     arguments.error("--realtime is for files (a microphone is real time)")
-  if args.device is not None and args.device.isdigit():
-    args.device = int(args.device)
   try:
     return stream_command(args)
   except StreamFailed as err:

@@ -19,6 +19,7 @@ import carfac
 from client.protocol import StreamRequest, auth_headers
 from client.sources import in_thread
 from client.stream import REPLY_TIMEOUT_S, Session, stream
+from engine.frames import samples_for_ms
 from engine.microphone import MicrophoneSource
 from engine.pool import StreamPool
 from engine.runner import EngineRunner
@@ -30,7 +31,7 @@ class LocalFeed:
   """A one-slot ``StreamPool`` stepped on the engine's thread: no server needed."""
 
   def __init__(self, model_rate: float, hop_ms: float, block: int):
-    hop = max(1, round(hop_ms * model_rate / 1000))
+    hop = samples_for_ms(hop_ms, model_rate)
     self._pool = StreamPool(carfac.CarfacDesignParameters(fs=model_rate), capacity=1, block_size=block, hop=hop)
     self.centre_frequencies = self._pool.centre_frequencies()
     self.hop_s = hop / model_rate

@@ -29,7 +29,7 @@ import numpy as np
 
 from client import cochleagram
 from client.feeds import LocalFeed, RemoteFeed
-from engine.microphone import MicrophoneSource
+from engine.microphone import MicrophoneSource, device_argument
 
 LEVEL_RANGE_DB = (-60.0, 6.0)
 
@@ -145,7 +145,7 @@ def _show(view: LiveView, frames: queue.Queue, seconds: float | None) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="carfac-live", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--device", default=None, help="input device name or index (default: the system's)")
+  parser.add_argument("--device", type=device_argument, help="input device name or index (default: the system's)")
   parser.add_argument("--rate", type=float, default=None, help="capture rate, Hz (default: the device's)")
   parser.add_argument("--url", help="a CARFAC server's endpoint, ws://HOST:PORT/v1/stream (default: run locally)")
   parser.add_argument(
@@ -158,8 +158,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: when closed)")
   parser.add_argument("--snapshot", type=Path, help="run off-screen for --seconds (default 3), then save a PNG")
   args = parser.parse_args(argv)
-  if args.device is not None and args.device.isdigit():
-    args.device = int(args.device)
   if args.snapshot and args.seconds is None:
     args.seconds = 3.0
   return args

@@ -60,3 +60,13 @@ class BlockFeed:
   def finish(self) -> list[np.ndarray]:
     """Ends the stream: the resampler's tail and the zero-padded last block."""
     return self._reblocker.push(self._resampler.flush()) + self._reblocker.flush()
+
+  def over_real_samples(self, rows: np.ndarray, first: int, span: int) -> np.ndarray:
+    """The leading ``rows`` computed from real samples only (none from padding).
+
+    ``rows[i]`` is row ``first + i`` of the stream and covers ``span`` model
+    samples: a frame of a ``span``-sample hop, or one sample's raw output
+    (``span=1``). Rows reaching past ``model_samples`` into the last block's
+    zero padding are cut.
+    """
+    return rows[: max(0, self.model_samples // span - first)]

@@ -11,6 +11,11 @@ import jax
 import jax.numpy as jnp
 
 
+def samples_for_ms(ms: float, rate: float) -> int:
+  """A duration (e.g. a frame hop) in ms as a whole number (>= 1) of samples at ``rate``."""
+  return max(1, round(rate * ms / 1000))
+
+
 def max_frames(block_size: int, hop: int) -> int:
   """The most frames one block can close (a fixed output size for jit)."""
   return -(-block_size // hop)

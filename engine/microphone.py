@@ -65,6 +65,11 @@ def list_input_devices() -> list[InputDevice]:
   ]
 
 
+def device_argument(text: str) -> int | str:
+  """A ``--device`` value: a device index when all digits, else (part of) a name."""
+  return int(text) if text.isdigit() else text
+
+
 class MicrophoneSource:
   """Captures float32 audio from an input device into a ring buffer.
 
@@ -201,16 +206,17 @@ def _monitor(device: int | str | None, sample_rate: float | None, seconds: float
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m engine.microphone", description=__doc__.split("\n\n")[0])
   parser.add_argument("--list-devices", action="store_true", help="list input devices and exit")
-  parser.add_argument("--device", help="input device index or name (default: the system's default input)")
+  parser.add_argument(
+      "--device", type=device_argument, help="input device index or name (default: the system's default input)"
+  )
   parser.add_argument("--rate", type=float, help="capture rate in Hz (default: the device's)")
   parser.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
   args = parser.parse_args(argv)
-  device = int(args.device) if args.device and args.device.isdigit() else args.device
   try:
     if args.list_devices:
       _print_devices()
     else:
-      _monitor(device, args.rate, args.seconds)
+      _monitor(args.device, args.rate, args.seconds)
   except (ImportError, MicrophoneError, ValueError) as err:
     print(f"engine.microphone: {err}", file=sys.stderr)
     return 2

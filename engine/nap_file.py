@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import carfac
+from engine.frames import samples_for_ms
 from engine.pool import StreamPool
 
 _PCM_DTYPES = {1: np.uint8, 2: np.int16, 4: np.int32}
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
   params = carfac.CarfacDesignParameters(fs=rate, n_ears=audio.shape[1])
   for ear in params.ears:
     ear.ihc.ihc_style = args.ihc_style
-  hop = max(1, round(rate * args.hop_ms / 1000))
+  hop = samples_for_ms(args.hop_ms, rate)
   frames, centre_frequencies = wav_to_nap_frames(audio, params, hop)
   save_nap_npz(args.output, frames, centre_frequencies, rate, hop, str(args.input))
   print(

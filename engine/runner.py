@@ -67,9 +67,9 @@ class EngineRunner:
   def _step(self, slot: int, blocks: list[np.ndarray]) -> None:
     for block in blocks:
       result = self.pool.step({slot: block})[slot]
-      real_frames = max(0, self.feed.model_samples // self.pool.hop - result.first_frame)
-      if real_frames < len(result.frames):
-        result = dataclasses.replace(result, frames=result.frames[:real_frames])
+      frames = self.feed.over_real_samples(result.frames, result.first_frame, self.pool.hop)
+      if len(frames) < len(result.frames):
+        result = dataclasses.replace(result, frames=frames)
       self.blocks += 1
       self.frames += len(result.frames)
       self.on_result(result)

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.frames import samples_for_ms
+
 IhcStyle = Literal["just_hwr", "one_cap", "two_cap", "two_cap_with_syn"]
 
 
@@ -86,4 +88,4 @@ class Settings(BaseSettings):
 
   def model_samples(self, ms: float) -> int:
     """A duration in ms as a whole number (>= 1) of model-rate samples."""
-    return max(1, round(self.model_rate * ms / 1000))
+    return samples_for_ms(ms, self.model_rate)

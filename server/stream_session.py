@@ -100,17 +100,13 @@ class StreamSession:
     """An engine result (on the loop): queues the rows that real samples cover."""
     block_start = self._done * self._block_size
     self._done += 1
-    real_samples = self.feed.model_samples
     for name in self.spec.outputs:
       if name == "frames":
-        first, rows = result.first_frame, result.frames
-        count = real_samples // self.spec.hop - first
+        first, rows = result.first_frame, self.feed.over_real_samples(result.frames, result.first_frame, self.spec.hop)
       else:
-        first, rows = block_start, result.raw[name]
-        count = real_samples - block_start
-      count = min(count, len(rows))
-      if count > 0:
-        self._queue(name, first, rows[:count])
+        first, rows = block_start, self.feed.over_real_samples(result.raw[name], block_start, 1)
+      if len(rows):
+        self._queue(name, first, rows)
     self._progress.set()
 
   def on_error(self, error: Exception) -> None:
