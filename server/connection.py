@@ -19,15 +19,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from server.access import check_access
 from server.protocol import KIND_NAMES, ErrorKind, ProtocolError, StartMessage, negotiate, parse_json, parse_start
 from server.service import StreamService
-from server.stream_session import StreamSession
+from server.stream_session import ClientGone, StreamSession
 
 logger = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT_S = 2.0  # longest wait to deliver an error and close to an unresponsive client
-
-
-class ClientGone(Exception):
-  """The client disconnected."""
 
 
 class Connection:
@@ -48,18 +44,23 @@ class Connection:
       with self._service.admit(self):
         await self._converse_and_finish()
     except ProtocolError as err:
+      self._leave_engine()  # the slot is free before the (up to 2 s) farewell
       await self._fail(err)
     except (ClientGone, WebSocketDisconnect):
       pass
     except Exception:
       logger.exception("connection failed")
+      self._leave_engine()
       await self._fail(ProtocolError(ErrorKind.INTERNAL, "internal server error"))
     finally:
       for task in (self._conversation, self._sender):
         if task is not None:
           task.cancel()
-      if self._session is not None:
-        self._session.close()
+      self._leave_engine()
+
+  def _leave_engine(self) -> None:
+    if self._session is not None:
+      self._session.close()
 
   def shut_down(self) -> None:
     """Server shutdown: stop listening to the client, flush, close 1001."""
@@ -129,9 +130,11 @@ class Connection:
         await self._ws.send_bytes(encoded)
         sent.labels(KIND_NAMES[message.kind]).inc(len(message.rows))
     except WebSocketDisconnect:
-      # While the conversation runs, its receive sees the disconnect too; after
-      # a stop (or on shutdown) ``_finish`` reads this flag instead.
+      # Whatever the conversation waits for (the engine's results during a
+      # flush, room in the input queue) ends now with ``ClientGone``, so the
+      # slot is given back within one step of the disconnect being noticed.
       self._client_gone = True
+      session.abandon()
 
   async def _finish(self, reason: str, close_code: int) -> None:
     """Flushes the stream, sends what is left, then ``end`` and the close."""
@@ -141,6 +144,7 @@ class Connection:
     try:
       async with asyncio.timeout(idle):
         await session.wait_done()
+        self._leave_engine()  # the engine's part is over: the slot is free while the client reads
         session.outbox.close()
         if self._sender is not None:
           await self._sender

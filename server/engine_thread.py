@@ -13,7 +13,12 @@ has a block queued, and otherwise no sooner than ``step_interval`` after its
 previous step began (by default one block's duration: real-time streams then
 share one step per block, and a queued block waits at most that long).
 
-Joining and leaving a slot also run on this thread, between steps.
+Joining and leaving a slot also run on this thread, between steps, so a
+stream that leaves frees its slot within one step. A join that finds its
+pool full while some of the pool's streams are finishing (their last block
+is queued: they are giving their slots back) waits for one of those slots,
+at most ``join_wait_s``; otherwise, or after that, it fails with
+``PoolFullError``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import dataclasses
 import logging
 import math
 import threading
@@ -31,7 +37,7 @@ import numpy as np
 
 import carfac
 from engine.compile_cache import enable_compilation_cache
-from engine.pool import BlockResult, StreamPool
+from engine.pool import BlockResult, PoolFullError, StreamPool
 from server.metrics import Metrics
 from server.settings import Settings
 
@@ -75,6 +81,8 @@ class _Lane:
     self.pool, self.label = pool, label
     self.ready: dict[EngineStream, None] = {}  # streams with a queued block, in order
     self.missing = 0  # unfinished streams with no queued block
+    self.finishing = 0  # streams whose last block is queued: they will give their slots back
+    self.waiting: list[_JoinRequest] = []  # joins waiting for a finishing stream's slot (engine thread)
     self.last_step = -math.inf  # when the previous step began
 
   def add(self) -> None:
@@ -87,12 +95,14 @@ class _Lane:
       del self.ready[stream]
     elif not stream.finished:
       self.missing -= 1
+    self.finishing -= stream.finished
     stream.pending.clear()
 
   def push(self, stream: EngineStream, blocks: list[np.ndarray], final: bool) -> bool:
     """Queues blocks; True when the engine should look at this lane again."""
     was_missing = not stream.finished and not stream.pending
     stream.pending.extend(blocks)
+    self.finishing += final and not stream.finished
     stream.finished = stream.finished or final
     if was_missing and (stream.pending or stream.finished):
       self.missing -= 1
@@ -118,6 +128,22 @@ class _Lane:
     return batch, math.inf
 
 
+@dataclasses.dataclass
+class _JoinRequest:
+  """A stream asking for a slot; its future is settled on the engine thread."""
+
+  hop: int
+  listener: StreamListener
+  deadline: float  # monotonic: the longest it waits for a finishing stream's slot
+  future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
+
+
+def _close_if_joined(future: concurrent.futures.Future) -> None:
+  """For a join whose caller was cancelled: gives back the slot it got anyway."""
+  if not future.cancelled() and future.exception() is None:
+    future.result().close()
+
+
 def design(settings: Settings, ears: int) -> carfac.CarfacDesignParameters:
   """The model design of the pool serving ``ears``-channel clients."""
   params = carfac.CarfacDesignParameters(fs=settings.model_rate, n_ears=ears)
@@ -132,6 +158,7 @@ class Engine:
   def __init__(self, settings: Settings, metrics: Metrics):
     self._settings, self._metrics = settings, metrics
     self._interval_s = settings.step_interval_s
+    self._join_wait_s = settings.join_wait_s
     self._cond = threading.Condition()
     self._commands: list[Callable[[], None]] = []
     self._lanes: dict[int, _Lane] = {}
@@ -169,30 +196,47 @@ class Engine:
       self._thread.join(timeout)
 
   async def join(self, ears: int, hop: int, listener: StreamListener) -> EngineStream:
-    """Takes a slot in the ``ears`` pool; raises ``PoolFullError`` when none is free."""
+    """Takes a slot in the ``ears`` pool; raises ``PoolFullError`` when none is free (see above)."""
     self._require_ready()
     lane = self._lanes[ears]
-    future: concurrent.futures.Future[EngineStream] = concurrent.futures.Future()
-
-    def join_on_engine_thread() -> None:
-      if not future.set_running_or_notify_cancel():
-        return
-      try:
-        stream = EngineStream(self, lane, lane.pool.join(hop), listener)
-      except Exception as err:
-        future.set_exception(err)
-        return
-      with self._cond:
-        lane.add()
-      future.set_result(stream)
-
-    self._command(join_on_engine_thread)
+    request = _JoinRequest(hop, listener, time.monotonic() + self._join_wait_s)
+    self._command(lambda: self._admit(lane, request) or lane.waiting.append(request))
     try:
-      return await asyncio.wrap_future(future)
+      return await asyncio.wrap_future(request.future)
     except asyncio.CancelledError:
-      if future.done() and not future.cancelled() and future.exception() is None:
-        future.result().close()  # joined after all: give the slot back
+      request.future.add_done_callback(_close_if_joined)
       raise
+
+  def _admit(self, lane: _Lane, request: _JoinRequest) -> bool:
+    """On the engine thread: settles ``request``, or returns False if it should wait for a slot."""
+    if request.future.cancelled():
+      return True
+    try:
+      slot = lane.pool.join(request.hop)
+    except PoolFullError as err:
+      with self._cond:
+        if lane.finishing and time.monotonic() < request.deadline:
+          return False
+      _settle(request.future, exception=err)
+      return True
+    except Exception as err:
+      _settle(request.future, exception=err)
+      return True
+    stream = EngineStream(self, lane, slot, request.listener)
+    with self._cond:
+      lane.add()
+    self._count_slots(lane)
+    if not _settle(request.future, result=stream):
+      stream.close()  # the caller gave up meanwhile
+    return True
+
+  def _admit_waiting(self) -> None:
+    """Retries the waiting joins (slots may have been given back, deadlines passed)."""
+    for lane in self._lanes.values():
+      lane.waiting = [request for request in lane.waiting if not self._admit(lane, request)]
+
+  def _count_slots(self, lane: _Lane) -> None:
+    self._metrics.slots_in_use.labels(lane.label).set(lane.pool.active_streams)
 
   def submit(self, stream: EngineStream, blocks: list[np.ndarray], final: bool) -> None:
     with self._cond:
@@ -207,7 +251,11 @@ class Engine:
         return
       stream.closed = True
       stream.lane.remove(stream)
-    self._command(lambda: stream.lane.pool.leave(stream.slot))
+    self._command(lambda: self._leave(stream))
+
+  def _leave(self, stream: EngineStream) -> None:
+    stream.lane.pool.leave(stream.slot)
+    self._count_slots(stream.lane)
 
   def _command(self, command: Callable[[], None]) -> None:
     with self._cond:
@@ -230,7 +278,8 @@ class Engine:
           min_hop=s.model_samples(s.min_hop_ms),
           shards=s.shards,
       )
-      self._lanes[ears] = _Lane(pool, str(ears))
+      self._lanes[ears] = lane = _Lane(pool, str(ears))
+      self._count_slots(lane)
       logger.info("engine: %d-ear pool of %d streams compiled in %.1f s", ears, s.capacity, time.perf_counter() - started)
 
   def _run(self) -> None:
@@ -249,6 +298,7 @@ class Engine:
       commands, batches = work
       for command in commands:
         command()
+      self._admit_waiting()
       for lane, batch in batches:
         self._step(lane, batch)
 
@@ -263,8 +313,8 @@ class Engine:
           batch, due = lane.take(now, self._interval_s)
           if batch:
             batches.append((lane, batch))
-          wake_at = min(wake_at, due)
-        if commands or batches:
+          wake_at = min(wake_at, due, *(request.deadline for request in lane.waiting))
+        if commands or batches or wake_at <= now:
           return commands, batches
         self._cond.wait(None if wake_at == math.inf else wake_at - now)
       return None
@@ -279,6 +329,18 @@ class Engine:
       return
     self._metrics.step_seconds.labels(lane.label).observe(time.perf_counter() - started)
     self._loop.call_soon_threadsafe(_deliver, [(stream, results[stream.slot]) for stream, _ in batch])
+
+
+def _settle(future: concurrent.futures.Future, result=None, exception: Exception | None = None) -> bool:
+  """Sets a future's outcome unless it was cancelled; whether it was set."""
+  try:
+    if exception is not None:
+      future.set_exception(exception)
+    else:
+      future.set_result(result)
+  except concurrent.futures.InvalidStateError:
+    return False
+  return True
 
 
 def _deliver(results: list[tuple[EngineStream, BlockResult]]) -> None:

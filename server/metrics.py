@@ -24,6 +24,10 @@ class Metrics:
     self.active_streams = Gauge(
         "carfac_active_streams", "streams holding an engine slot", ["ears"], registry=self.registry
     )
+    self.slots_in_use = Gauge(
+        "carfac_pool_slots_in_use", "engine pool slots taken (set by the engine thread)", ["ears"],
+        registry=self.registry,
+    )
     self.frames_sent = Counter(
         "carfac_frames_sent", "rows sent to clients, by kind (frames, naps, bm)", ["kind"], registry=self.registry
     )

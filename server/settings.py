@@ -70,6 +70,12 @@ class Settings(BaseSettings):
   input_queue_blocks: int = Field(
       32, ge=1, description="blocks queued per stream before the server stops reading that client"
   )
+  join_wait_s: float = Field(
+      2.0,
+      ge=0,
+      description="longest a start waits, when its pool is full, for a slot that a finishing stream is giving back "
+      "(then pool_full)",
+  )
   shutdown_timeout_s: float = Field(5.0, gt=0, description="longest wait for streams to flush on shutdown")
 
   @model_validator(mode="after")

@@ -36,6 +36,10 @@ from server.protocol import (
 )
 
 
+class ClientGone(Exception):
+  """The client disconnected."""
+
+
 class StreamSession:
   """The audio path and bookkeeping of one started stream."""
 
@@ -55,6 +59,7 @@ class StreamSession:
     self._done = 0  # blocks whose results came back
     self._progress = asyncio.Event()
     self._error: Exception | None = None
+    self._abandoned = False  # the client is gone
 
   def attach(self, stream: EngineStream) -> None:
     """Binds the engine slot this stream was given."""
@@ -89,8 +94,15 @@ class StreamSession:
     """Waits until every submitted block's result has been queued for sending."""
     await self._wait_until(lambda: self._done == self._submitted)
 
+  def abandon(self) -> None:
+    """The client is gone: every wait on this stream ends at once with ``ClientGone``."""
+    self._abandoned = True
+    self._progress.set()
+
   async def _wait_until(self, condition) -> None:
     while not condition():
+      if self._abandoned:
+        raise ClientGone()
       if self._error is not None:
         raise ProtocolError(ErrorKind.INTERNAL, "the engine failed on this stream") from self._error
       self._progress.clear()

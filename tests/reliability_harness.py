@@ -169,14 +169,16 @@ class Recording:
   close_code: int | None = None
 
 
-async def receive_all(ws: ClientConnection, recording: Recording) -> Recording:
-  """Reads until the server closes: the ready message, binary messages, other texts."""
+async def receive_all(ws: ClientConnection, recording: Recording, on_ready: asyncio.Event | None = None) -> Recording:
+  """Reads until the server closes: the ready message (then sets ``on_ready``), binary messages, other texts."""
   try:
     async for message in ws:
       if isinstance(message, bytes):
         recording.binary.append(message)
       elif (text := json.loads(message))["type"] == "ready":
         recording.ready = text
+        if on_ready is not None:
+          on_ready.set()
       else:
         recording.texts.append(text)
   except ConnectionClosed:
@@ -193,18 +195,20 @@ async def record(
     chunk_frames: int = 960,
     pause_s: float = 0.0,
     before_stop: asyncio.Event | None = None,
+    under_way: asyncio.Event | None = None,
     start: dict[str, Any] | None = None,
 ) -> Recording:
   """Streams f32le ``audio`` (n, channels) in chunks, ``pause_s`` apart; stops once ``before_stop`` is set.
 
   The frames depend only on the audio, not on when it was sent, so two runs
   of the same call give the same bytes however busy the server was.
+  ``under_way`` is set once the ready message came (the stream holds a slot).
   """
   message = {"type": "start", "sample_rate": rate, "channels": audio.shape[1], "format": "f32le", **(start or {})}
   recording = Recording()
   async with asyncio.timeout(TIMEOUT_S), connect(url, additional_headers=AUTH, proxy=None) as ws:
     await ws.send(json.dumps(message))
-    reader = asyncio.create_task(receive_all(ws, recording))
+    reader = asyncio.create_task(receive_all(ws, recording, under_way))
     try:
       for first in range(0, len(audio), chunk_frames):
         await ws.send(audio[first : first + chunk_frames].astype("<f4").tobytes())

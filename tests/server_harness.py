@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import threading
 import time
@@ -100,10 +101,23 @@ def chunks(audio: np.ndarray, seed: int) -> list[np.ndarray]:
   return out
 
 
-async def _pausing(parts: list[np.ndarray], pause_s: float) -> AsyncIterator[np.ndarray]:
+@dataclasses.dataclass
+class Pacing:
+  """When a test's stream sends: ``pause_s`` between chunks; the stop waits for ``before_stop``.
+  ``under_way`` is set when the first frames come back: the server holds the stream's slot and has
+  taken audio in."""
+
+  pause_s: float = 0.0
+  under_way: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+  before_stop: asyncio.Event | None = None
+
+
+async def _paced(parts: list[np.ndarray], pacing: Pacing) -> AsyncIterator[np.ndarray]:
   for part in parts:
     yield part
-    await asyncio.sleep(pause_s)
+    await asyncio.sleep(pacing.pause_s)
+  if pacing.before_stop is not None:
+    await pacing.before_stop.wait()
 
 
 async def stream(
@@ -115,15 +129,25 @@ async def stream(
     hop_ms: float | None = None,
     outputs: list[str] | None = None,
     pause_s: float = 0.0,
+    pacing: Pacing | None = None,
     seed: int = 0,
     headers: dict[str, str] | None = None,
     **connect_args,
 ) -> Session:
-  """Streams ``audio`` (n, channels) in random chunks ``pause_s`` apart; returns all that came back."""
+  """Streams ``audio`` (n, channels) in random chunks ``pause_s`` apart (or as ``pacing`` says); returns all
+  that came back."""
   request = StreamRequest(rate, audio.shape[1], fmt, hop_ms, None if outputs is None else tuple(outputs))
   async with asyncio.timeout(TIMEOUT_S):
-    audio_chunks = _pausing(chunks(audio, seed), pause_s)
-    return await client_stream(url, request, audio_chunks, headers=AUTH if headers is None else headers, **connect_args)
+    pacing = pacing or Pacing(pause_s)
+    audio_chunks = _paced(chunks(audio, seed), pacing)
+    return await client_stream(
+        url,
+        request,
+        audio_chunks,
+        headers=AUTH if headers is None else headers,
+        on_frames=lambda header, rows: pacing.under_way.set(),
+        **connect_args,
+    )
 
 
 async def exchange(
@@ -217,12 +241,16 @@ def honest_audio() -> np.ndarray:
 
 
 async def alongside_honest_client(server: InProcessServer, misbehaving: Awaitable[Session]) -> Session:
-  """Runs ``misbehaving`` while an honest client streams; checks the honest client's frames."""
-  honest = asyncio.create_task(stream(server.ws, honest_audio(), HONEST_RATE, pause_s=0.02, seed=99))
-  await asyncio.sleep(0.05)  # the honest stream is under way
+  """Runs ``misbehaving`` while an honest client streams (from before it starts until after it
+  ends); checks the honest client's frames."""
+  pacing = Pacing(pause_s=0.02, before_stop=asyncio.Event())
+  honest = asyncio.create_task(stream(server.ws, honest_audio(), HONEST_RATE, pacing=pacing, seed=99))
+  async with asyncio.timeout(TIMEOUT_S):
+    await pacing.under_way.wait()
   try:
     result = await misbehaving
   finally:
+    pacing.before_stop.set()
     session = await honest
   assert session.close_code == 1000 and session.error is None, session.texts
   expected = reference(honest_audio(), HONEST_RATE, server.settings, session.ready["hop_samples"])["frames"]

@@ -111,15 +111,16 @@ def test_hostile_messages_get_their_documented_answers_and_spare_an_honest_strea
   drawn = cases(SEED, SERVED, MESSAGES)
   audio = make_audio(3.0, HONEST_RATE, 1, seed=7)
 
-  def honest(before_stop: asyncio.Event | None = None):
-    return record(fuzz_server.ws, audio, HONEST_RATE, pause_s=0.01, before_stop=before_stop)
+  def honest(**events: asyncio.Event):
+    return record(fuzz_server.ws, audio, HONEST_RATE, pause_s=0.01, **events)
 
   quiet = asyncio.run(honest())
 
   async def under_fuzz() -> tuple[Recording, list[Verdict]]:
-    fuzz_done = asyncio.Event()
-    stream = asyncio.create_task(honest(before_stop=fuzz_done))
-    await asyncio.sleep(0.1)  # the honest stream is under way
+    fuzz_done, under_way = asyncio.Event(), asyncio.Event()
+    stream = asyncio.create_task(honest(before_stop=fuzz_done, under_way=under_way))
+    async with asyncio.timeout(TIMEOUT_S):
+      await under_way.wait()
     try:
       verdicts = await fuzz(fuzz_server.ws, drawn)
     finally:

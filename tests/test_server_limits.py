@@ -28,6 +28,7 @@ from server_harness import (
     stream,
 )
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from server.settings import Settings
 
@@ -103,8 +104,8 @@ def test_a_slow_reader_loses_the_oldest_messages_and_is_told_how_many(main_serve
       for chunk in np.array_split(audio, 30):
         await ws.send(chunk.astype("<f4").tobytes())
       await ws.send(json.dumps({"type": "stop"}))
-      await asyncio.sleep(1.5)  # not reading: the engine finishes, the outbox overflows
-      return await collect(ws, session)
+      await _until_streams(main_server, 0)  # not reading: the engine finishes (and frees the slot) ...
+      return await collect(ws, session)  # ... so the outbox has overflowed
 
   session = asyncio.run(asyncio.wait_for(slow_reader(), TIMEOUT_S))
   end = session.end
@@ -146,6 +147,34 @@ def test_message_size_limit_boundaries(main_server) -> None:
   assert over.error["code"] == "message_too_big" and over.close_code == 1009
   far_over = asyncio.run(exchange(main_server.ws, [start, b"\0" * (2 * limit + 4)]))
   assert far_over.close_code == 1009 and far_over.error is None
+
+
+@pytest.mark.parametrize("times_limit", [1.5, 2.5, 4], ids=["app's limit", "WebSocket layer's", "far over"])
+def test_a_client_still_sending_after_an_oversized_message_sees_1009(main_server, times_limit: float) -> None:
+  """The close frame reaches a client that keeps sending: the server half-closes and reads on.
+
+  (A server that closes its socket with unread data in it sends a TCP reset,
+  and the client's kernel then drops the close frame unread: 1006.)
+  """
+  limit = main_server.settings.max_message_bytes
+  audio = [b"\0" * 4000] * 40
+
+  async def keep_sending() -> int:
+    async with connect(main_server.ws, additional_headers=AUTH, proxy=None, max_size=None) as ws:
+      reader = asyncio.create_task(collect(ws, Session()))
+      try:
+        for message in [START, b"\0" * int(times_limit * limit), *audio]:
+          await ws.send(message)
+      except ConnectionClosed:
+        pass
+      await reader
+      return ws.close_code
+
+  async def many() -> list[int]:
+    async with asyncio.timeout(TIMEOUT_S):
+      return await asyncio.gather(*(keep_sending() for _ in range(12)))
+
+  assert asyncio.run(many()) == [1009] * 12
 
 
 def test_the_host_defaults_to_loopback_and_a_flag_changes_it() -> None:

@@ -124,14 +124,14 @@ async def take_every_slot(url: str) -> list[str]:
 
 
 def settle(server: ServerProcess) -> str:
-  """Waits until no connection and no stream is left; returns the metrics."""
+  """Waits until no connection, no stream and no taken pool slot is left; returns the metrics."""
   deadline = time.monotonic() + TIMEOUT_S
+  series = ("carfac_connections", 'carfac_active_streams{ears="1"}', 'carfac_pool_slots_in_use{ears="1"}')
   while True:
     text = server.metrics()
-    if metric(text, "carfac_connections") == 0 and metric(text, 'carfac_active_streams{ears="1"}') == 0:
-      time.sleep(0.2)  # the engine thread gives the slots back between steps
+    if all(metric(text, name) == 0 for name in series):
       return text
-    assert time.monotonic() < deadline, "connections or streams left over"
+    assert time.monotonic() < deadline, "connections, streams or slots left over"
     time.sleep(0.05)
 
 
@@ -164,12 +164,15 @@ def test_vanishing_clients_leave_no_slot_descriptor_or_memory_behind(server) -> 
   assert not server.faults()
 
 
-async def slow_reader(server: ServerProcess, audio: np.ndarray, resume: asyncio.Event) -> Recording:
-  """Streams ``audio`` asking for per-sample NAP, stops, and reads nothing until ``resume`` is set."""
+async def slow_reader(server: ServerProcess, audio: np.ndarray, joined: list, resume: asyncio.Event) -> Recording:
+  """Streams ``audio`` asking for per-sample NAP, stops, and reads nothing until ``resume`` is set.
+
+  Appends to ``joined`` once it holds a slot (its ready came)."""
   sock = small_buffer_socket(server.http)
   async with connect(server.ws, sock=sock, proxy=None, max_queue=1) as ws:
     await ws.send(_start(MODEL_RATE, ["naps"]))
     recording = Recording(ready=json.loads(await ws.recv()))
+    joined.append(recording)
     for chunk in np.array_split(audio, 40):
       await ws.send(chunk.astype("<f4").tobytes())
     await ws.send(STOP)
@@ -177,13 +180,14 @@ async def slow_reader(server: ServerProcess, audio: np.ndarray, resume: asyncio.
     return await receive_all(ws, recording)
 
 
-async def until_drops_stop(server: ServerProcess, samples: list[int]) -> None:
-  """Samples the server's memory until its count of dropped rows has stopped growing."""
-  deadline, history = time.monotonic() + 8, []
-  while time.monotonic() < deadline and (len(history) < 4 or len(set(history[-4:])) > 1 or not history[-1]):
-    samples.append(server.rss_bytes())
-    history.append(metric(await asyncio.to_thread(server.metrics), 'carfac_frames_dropped_total{kind="naps"}'))
-    await asyncio.sleep(0.1)
+async def sample_memory_until(server: ServerProcess, condition, samples: list[int]) -> None:
+  """Samples the server's memory until ``condition(metrics text)`` holds."""
+  async with asyncio.timeout(TIMEOUT_S):
+    while True:
+      samples.append(server.rss_bytes())
+      if condition(await asyncio.to_thread(server.metrics)):
+        return
+      await asyncio.sleep(0.05)
 
 
 def test_slow_readers_lose_the_oldest_messages_within_bounded_memory(server) -> None:
@@ -194,11 +198,15 @@ def test_slow_readers_lose_the_oldest_messages_within_bounded_memory(server) -> 
   rss_before, rss_samples = server.rss_bytes(), []
 
   async def slow_and_honest() -> tuple[list[Recording], Recording]:
-    resume = asyncio.Event()
-    readers = [asyncio.create_task(slow_reader(server, audio, resume)) for _ in range(SLOW_READERS)]
-    honest = asyncio.create_task(record(server.ws, honest_audio, 48000.0, pause_s=0.005))
-    await asyncio.sleep(0.5)
-    await until_drops_stop(server, rss_samples)
+    resume, joined, honest_ready = asyncio.Event(), [], asyncio.Event()
+    readers = [asyncio.create_task(slow_reader(server, audio, joined, resume)) for _ in range(SLOW_READERS)]
+    honest = asyncio.create_task(
+        record(server.ws, honest_audio, 48000.0, pause_s=0.005, under_way=honest_ready, before_stop=resume)
+    )
+    # Every stream holds a slot; a slow reader's slot is given back once the engine has made all its
+    # rows, whether or not they were read: then only the honest stream's is left.
+    await sample_memory_until(server, lambda text: len(joined) == SLOW_READERS and honest_ready.is_set(), rss_samples)
+    await sample_memory_until(server, lambda text: metric(text, 'carfac_pool_slots_in_use{ears="1"}') == 1, rss_samples)
     resume.set()
     return await asyncio.gather(*readers), await honest
 

@@ -17,7 +17,18 @@ import time
 import httpx
 import numpy as np
 from reliability_harness import ServerProcess
-from server_harness import TOLERANCE, Session, as_received, collect, make_audio, max_error, reference, stream
+from server_harness import (
+    TIMEOUT_S,
+    TOLERANCE,
+    Pacing,
+    Session,
+    as_received,
+    collect,
+    make_audio,
+    max_error,
+    reference,
+    stream,
+)
 from websockets.asyncio.client import connect
 
 from server.settings import Settings
@@ -43,28 +54,44 @@ def test_sigterm_flushes_streams_closes_1001_and_exits_0(tmp_path) -> None:
     rates = [22050.0, 48000.0, 22050.0]
     audios = [make_audio(4.0, rate, 1, seed=40 + i) for i, rate in enumerate(rates)]
 
+    connected = asyncio.Event()
+
     async def without_stream() -> Session:
       session = Session()
-      async with connect(ws_url, proxy=None) as ws:
+      async with connect(ws_url, proxy=None) as ws:  # (accepted once the handshake is done)
+        connected.set()
         return await collect(ws, session)
 
     async def clients_then_sigterm() -> list[Session]:
       # Real-time pace: 4 s of audio in ~20 ms chunks each; the server stops long before the end.
-      streams = [asyncio.create_task(stream(ws_url, a, r, pause_s=0.02, seed=i)) for i, (a, r) in enumerate(zip(audios, rates))]
+      pacings = [Pacing(pause_s=0.02) for _ in rates]
+      streams = [
+          asyncio.create_task(stream(ws_url, a, r, pacing=p, seed=i))
+          for i, (a, r, p) in enumerate(zip(audios, rates, pacings))
+      ]
       idle = asyncio.create_task(without_stream())
-      await asyncio.sleep(0.8)
+      await _all_under_way(pacings)
+      async with asyncio.timeout(TIMEOUT_S):
+        await connected.wait()
+      signalled.append(time.monotonic())
       server.process.send_signal(signal.SIGTERM)
       return await asyncio.gather(*streams, idle)
 
-    sent_at = time.monotonic()
+    signalled: list[float] = []
     *sessions, idle = asyncio.run(clients_then_sigterm())
     assert server.process.wait(timeout=10) == 0
-    assert time.monotonic() - sent_at < 6
+    assert time.monotonic() - signalled[0] < Settings().shutdown_timeout_s + 1
   finally:
     server.process.kill()
   assert idle.error["code"] == "shutting_down" and idle.close_code == 1001
   for session, audio, rate in zip(sessions, audios, rates):
     _assert_flushed(session, audio, rate)
+
+
+async def _all_under_way(pacings: list[Pacing]) -> None:
+  """Waits until frames came back to every stream (each has a slot and sent audio)."""
+  async with asyncio.timeout(TIMEOUT_S):
+    await asyncio.gather(*(pacing.under_way.wait() for pacing in pacings))
 
 
 def _assert_flushed(session: Session, audio: np.ndarray, rate: float) -> None:
@@ -87,19 +114,21 @@ def test_sigterm_under_load_flushes_32_streams(compile_cache: str) -> None:
   server = ServerProcess.serving(ears=[1], capacity=clients, shards=2, compile_cache_dir=compile_cache)
 
   async def clients_then_sigterm() -> list[Session]:
+    pacings = [Pacing(pause_s=0.02) for _ in rates]
     streams = [
-        asyncio.create_task(stream(server.ws, audio, rate, fmt, pause_s=0.02, seed=i))
-        for i, (audio, rate, fmt) in enumerate(zip(audios, rates, formats))
+        asyncio.create_task(stream(server.ws, audio, rate, fmt, pacing=pacing, seed=i))
+        for i, (audio, rate, fmt, pacing) in enumerate(zip(audios, rates, formats, pacings))
     ]
-    await asyncio.sleep(1.0)
+    await _all_under_way(pacings)
+    signalled.append(time.monotonic())
     server.process.send_signal(signal.SIGTERM)
     return await asyncio.gather(*streams)
 
+  signalled: list[float] = []
   try:
-    sent_at = time.monotonic()
     sessions = asyncio.run(clients_then_sigterm())
     status = server.process.wait(timeout=10)
-    exit_s = time.monotonic() - sent_at - 1.0
+    exit_s = time.monotonic() - signalled[0]
   finally:
     server.process.kill()
   figures = {"clients": clients, "exit_status": status, "exit_after_sigterm_s": round(exit_s, 2)}

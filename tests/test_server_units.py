@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import numpy as np
 import pytest
 
+from server_harness import TIMEOUT_S
+
+from engine.pool import BlockResult, PoolFullError
 from server.access import check_access
-from server.engine_thread import EngineStream, _Lane
+from server.engine_thread import Engine, EngineStream, _Lane
+from server.metrics import Metrics
 from server.outbox import Outbox
 from server.protocol import HEADER, FrameMessage, ProtocolError, StreamSpec, decode_audio
 from server.settings import Settings
@@ -113,3 +118,56 @@ def test_a_lane_steps_when_every_sending_stream_has_a_block_or_an_interval_passe
   assert lane.missing == 1 and lane.take(now=1.02, interval=0.01) == ([], math.inf)
   lane.remove(b)
   assert lane.missing == 0 and not lane.ready
+
+
+class _Results:
+  """A stream listener that counts its results."""
+
+  def __init__(self):
+    self.count = 0
+
+  def on_result(self, result: BlockResult) -> None:
+    self.count += 1
+
+  def on_error(self, error: Exception) -> None:
+    raise AssertionError(error)
+
+
+async def _until(condition) -> None:
+  async with asyncio.timeout(TIMEOUT_S):
+    while not condition():
+      await asyncio.sleep(0.005)
+
+
+def test_a_join_waits_for_a_finishing_streams_slot_but_no_longer_than_join_wait() -> None:
+  """A full pool refuses at once, unless a stream is finishing: then its slot goes to the waiting join."""
+  settings = Settings(ears=[1], capacity=1, shards=1, join_wait_s=0.5)
+  engine = Engine(settings, Metrics())
+  block = np.zeros((settings.block_size, 1), np.float32)
+
+  async def timed_refusal() -> float:
+    started = time.monotonic()
+    with pytest.raises(PoolFullError):
+      await engine.join(1, engine.pool(1).hop, _Results())
+    return time.monotonic() - started
+
+  async def scenario() -> None:
+    engine.start(asyncio.get_running_loop())
+    await _until(lambda: engine.ready)
+    hop, results = engine.pool(1).hop, _Results()
+    first = await engine.join(1, hop, results)
+    assert await timed_refusal() < settings.join_wait_s  # nobody is finishing: refused at once
+    first.submit([block] * 3, final=True)  # finishing: it will give its slot back
+    joining = asyncio.create_task(engine.join(1, hop, _Results()))
+    await _until(lambda: results.count == 3)
+    assert not joining.done()  # waiting for the slot, not refused
+    first.close()
+    second = await joining
+    assert second.slot == first.slot
+    second.submit([block], final=True)  # finishing, but never closed
+    assert settings.join_wait_s <= await timed_refusal() < TIMEOUT_S
+
+  try:
+    asyncio.run(scenario())
+  finally:
+    engine.stop()
