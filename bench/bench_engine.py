@@ -6,7 +6,12 @@ blocks, 10 ms hop (220 samples). Measures
 - pool: every slot of a full ``StreamPool`` steps one block per call (median
   of ``--steps`` calls); aggregate x real time = capacity * block duration /
   step time, i.e. how many real-time streams the pool sustains. For
-  capacities 64..256 and 1 or 2 shards (one per core);
+  capacities 64 and 128 and 1 or 2 shards (one per core);
+- load curve: a 64-slot pool (1 and 2 shards) with 1, 2, 4, ... 64 active
+  streams: the step time, and the batch size each shard ran (the cost
+  follows the load), beside a capacity-1 pool and ``run_segment_jit`` on one
+  stream in the same blocks, and the real-time capacity the pool measures
+  for itself (``StepCosts``, a step within 70% of a block);
 - cold start: wall time of a fresh process that imports, builds a 64-slot,
   2-shard pool and steps its first block, with JAX's persistent compilation
   cache empty and then warm;
@@ -33,6 +38,10 @@ import numpy as np
 
 import carfac
 from engine.pool import StreamPool
+from engine.scheduler import StepCosts
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402
 
 FS, BLOCK, HOP = 22050.0, 256, 220
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,24 +75,72 @@ print(json.dumps({"streams": n_streams, "step_median_ms": 1e3 * sorted(times)[5]
 """
 
 
-def bench_pool(capacity: int, shards: int, steps: int) -> dict:
-  pool = StreamPool(carfac.CarfacDesignParameters(fs=FS), capacity, BLOCK, HOP, shards=shards)
-  slots = [pool.join() for _ in range(capacity)]
+def _median_step(pool: StreamPool, slots: list[int], steps: int) -> float:
   rng = np.random.default_rng(0)
-  blocks = (rng.standard_normal((capacity, BLOCK)) * 1e-2).astype(np.float32)
+  blocks = (rng.standard_normal((pool.capacity, BLOCK)) * 1e-2).astype(np.float32)
   times = []
   for i in range(steps + 3):
     start = time.perf_counter()
     pool.step({slot: blocks[slot] for slot in slots})
     if i >= 3:
       times.append(time.perf_counter() - start)
-  median = statistics.median(times)
+  return statistics.median(times)
+
+
+def bench_pool(capacity: int, shards: int, steps: int) -> dict:
+  pool = StreamPool(carfac.CarfacDesignParameters(fs=FS), capacity, BLOCK, HOP, shards=shards)
+  median = _median_step(pool, [pool.join() for _ in range(capacity)], steps)
   return {
       "capacity": capacity,
       "shards": shards,
       "step_median_ms": 1e3 * median,
       "step_fraction_of_block": median / (BLOCK / FS),
       "aggregate_x_real_time": capacity * BLOCK / FS / median,
+  }
+
+
+def bench_load_curve(shards: int, steps: int, capacity: int = 64) -> dict:
+  """Step time against active streams in one pool, and the capacity it measures for itself."""
+  pool = StreamPool(carfac.CarfacDesignParameters(fs=FS), capacity, BLOCK, HOP, shards=shards)
+  costs = StepCosts.measure(pool)
+  curve, slots = [], []
+  for active in sorted({1 << k for k in range(capacity.bit_length())} | {capacity}):
+    slots += [pool.join() for _ in range(active - len(slots))]
+    median = _median_step(pool, slots, steps)
+    curve.append({
+        "active": active,
+        "batch_per_shard": [pool.bucket_for(n) for n in pool.shard_streams],
+        "step_median_ms": 1e3 * median,
+        "step_fraction_of_block": median / (BLOCK / FS),
+    })  # fmt: skip
+  return {
+      "capacity": capacity,
+      "shards": shards,
+      "curve": curve,
+      "measured_step_ms": {size: 1e3 * t for size, t in costs.seconds.items()},
+      "realtime_streams_at_70pct": costs.realtime_streams(pool, 0.7),
+  }
+
+
+def bench_one_stream(steps: int) -> dict:
+  """A capacity-1 pool against ``run_segment_jit`` on the same 256-sample blocks of one stream."""
+  pool = StreamPool(carfac.CarfacDesignParameters(fs=FS), 1, BLOCK, HOP)
+  pool_s = _median_step(pool, [pool.join()], steps)
+  hypers, weights, state = carfac.design_and_init_carfac(carfac.CarfacDesignParameters(fs=FS), np.float32)
+  block = (np.random.default_rng(0).standard_normal(BLOCK) * 1e-2).astype(np.float32)
+  times = []
+  for i in range(steps + 3):
+    start = time.perf_counter()
+    out = carfac.run_segment_jit(block, hypers, weights, state)
+    out.naps.block_until_ready()
+    state = out.state
+    if i >= 3:
+      times.append(time.perf_counter() - start)
+  jit_s = statistics.median(times)
+  return {
+      "capacity_1_pool_ms": 1e3 * pool_s,
+      "run_segment_jit_ms": 1e3 * jit_s,
+      "pool_speed_over_run_segment_jit": jit_s / pool_s,
   }
 
 
@@ -112,10 +169,15 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=30)
   args = parser.parse_args()
   report = {
-      "config": {"fs": FS, "block": BLOCK, "hop": HOP, "dtype": "float32", "cpus": os.cpu_count()},
-      "pool": [bench_pool(c, s, args.steps) for c in (64, 128, 256) for s in (1, 2)],
+      "machine": describe(),
+      "config": {"fs": FS, "block": BLOCK, "hop": HOP, "dtype": "float32"},
+      "pool": [bench_pool(c, s, args.steps) for c in (64, 128) for s in (1, 2)],
+      "load_curve": [bench_load_curve(s, args.steps) for s in (1, 2)],
+      "one_stream": bench_one_stream(args.steps),
       "cold_start": bench_cold_start(),
   }
+  for load in report["load_curve"]:
+    load["one_active_over_capacity_1"] = load["curve"][0]["step_median_ms"] / report["one_stream"]["capacity_1_pool_ms"]
   src = os.environ.get("CARFAC_REFERENCE_SRC")
   if src:
     reference = bench_reference(src)

@@ -1,9 +1,14 @@
 """Server load: N clients stream real-time audio for T seconds; prints JSON.
 
-Starts ``python -m server`` (one mono pool of N streams) unless ``--url`` is
-given, then runs N protocol-v1 clients in this process (uvloop), started
-``--ramp-s`` apart in all. Each sends ``--chunk-ms`` chunks of s16le audio at
-``--rate`` on a real-time schedule and reads its frames as they come.
+Starts ``python -m server`` (one pool of N streams for ``--channels``-channel
+clients) unless ``--url`` is given, then runs N protocol-v1 clients in this
+process (uvloop), started ``--ramp-s`` apart in all. Each sends ``--chunk-ms``
+chunks of s16le audio at ``--rate`` on a real-time schedule and reads its
+frames as they come. ``--clients capacity``: the server runs at its defaults
+(``--capacity auto``, both ear counts) and N is the real-time capacity it
+measured for ``--channels`` (``/v1/info``); once all N stream, one more
+client tries to start, and the report says what it was told (it should be
+``pool_full``).
 
 Frame latency: from the moment the chunk that completed a frame's hop was
 sent to the moment the frame arrived (so it includes the chunk's own
@@ -32,6 +37,9 @@ import numpy as np
 import uvloop
 from websockets.asyncio.client import connect
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import describe  # noqa: E402
+
 from server.protocol import HEADER, HEADER_FIELDS
 
 _FIRST_INDEX, _COUNT = HEADER_FIELDS.index("first_index"), HEADER_FIELDS.index("count")
@@ -49,17 +57,12 @@ def _free_port() -> int:
     return sock.getsockname()[1]
 
 
-def _start_server(clients: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
-  """``python -m server`` with one mono pool of ``clients`` streams; returns it and its URL."""
+def _start_server(clients: int | None, channels: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
+  """``python -m server`` with one pool of ``clients`` streams (None: the defaults); returns it and its URL."""
   port = _free_port()
-  env = {
-      **os.environ,
-      "CARFAC_PORT": str(port),
-      "CARFAC_LOG_LEVEL": "warning",
-      "CARFAC_EARS": "[1]",
-      "CARFAC_CAPACITY": str(clients),
-      "CARFAC_MAX_CONNECTIONS": str(clients + 8),
-  }
+  env = {**os.environ, "CARFAC_PORT": str(port), "CARFAC_LOG_LEVEL": "warning"}
+  if clients is not None:
+    env |= {"CARFAC_EARS": f"[{channels}]", "CARFAC_CAPACITY": str(clients), "CARFAC_MAX_CONNECTIONS": str(clients + 8)}
   process = subprocess.Popen([sys.executable, "-m", "server", *extra], env=env, stdout=subprocess.DEVNULL)
   return process, f"http://127.0.0.1:{port}"
 
@@ -78,11 +81,15 @@ async def _wait_ready(http: str, timeout: float = 120.0) -> None:
       await asyncio.sleep(0.1)
 
 
-def _audio(rate: float, chunk_samples: int, seed: int) -> bytes:
-  """About 1 s of tones and noise as s16le, a whole number of chunks (looped by the client)."""
+def _audio(rate: float, chunk_samples: int, channels: int, seed: int) -> bytes:
+  """About 1 s of tones and noise per channel as interleaved s16le, a whole number of chunks (looped)."""
   rng = np.random.default_rng(seed)
   t = np.arange(chunk_samples * math.ceil(rate / chunk_samples)) / rate
-  x = sum(0.1 * np.sin(2 * np.pi * f * t) for f in rng.uniform(200, 4000, 3)) + 0.03 * rng.standard_normal(len(t))
+  x = np.stack(
+      [sum(0.1 * np.sin(2 * np.pi * f * t) for f in rng.uniform(200, 4000, 3)) + 0.03 * rng.standard_normal(len(t))
+       for _ in range(channels)],
+      axis=1,
+  )  # fmt: skip
   return np.round(x * 32767).astype("<i2").tobytes()
 
 
@@ -101,9 +108,10 @@ class Client:
 
   async def run(self, url: str, start_at: float, stop_at: float) -> None:
     args = self.args
-    audio = _audio(args.rate, self.chunk_samples, self.index)
-    chunk_bytes = 2 * self.chunk_samples
-    start = {"type": "start", "sample_rate": args.rate, "channels": 1, "format": "s16le", "hop_ms": args.hop_ms}
+    audio = _audio(args.rate, self.chunk_samples, args.channels, self.index)
+    chunk_bytes = 2 * args.channels * self.chunk_samples
+    start = {"type": "start", "sample_rate": args.rate, "channels": args.channels, "format": "s16le",
+             "hop_ms": args.hop_ms}  # fmt: skip
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     async with connect(url, proxy=None, max_size=None, compression=None) as ws:
       await ws.send(json.dumps(start))
@@ -139,15 +147,30 @@ class Client:
           self.latencies.append(now - self.send_times[chunk])
 
 
-async def _step_stats(http: str) -> dict[str, float]:
+async def _step_stats(http: str, channels: int) -> dict[str, float]:
   """Engine steps so far and their mean duration, from the server's /metrics."""
   async with httpx.AsyncClient(trust_env=False) as client:
     text = (await client.get(f"{http}/metrics")).text
   values = {}
   for name in ("count", "sum"):
-    series = f'carfac_step_seconds_{name}{{ears="1"}} '
+    series = f'carfac_step_seconds_{name}{{ears="{channels}"}} '
     values[name] = next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(series)), 0.0)
   return values
+
+
+async def _one_more(url: str, args: argparse.Namespace, at: float) -> str:
+  """One more client's start, once the others all stream: the type or error code of its answer."""
+  await asyncio.sleep(max(0.0, at - time.monotonic()))
+  start = {"type": "start", "sample_rate": args.rate, "channels": args.channels, "format": "s16le"}
+  async with connect(url, proxy=None) as ws:
+    await ws.send(json.dumps(start))
+    answer = json.loads(await ws.recv())
+  return answer.get("code", answer["type"])
+
+
+async def _measured_capacity(http: str, channels: int) -> int:
+  async with httpx.AsyncClient(trust_env=False) as client:
+    return (await client.get(f"{http}/v1/info")).json()["realtime_capacity"][str(channels)]
 
 
 async def _bench(args: argparse.Namespace, url: str) -> dict:
@@ -157,14 +180,14 @@ async def _bench(args: argparse.Namespace, url: str) -> dict:
   cpu_self = time.process_time()
   cpu_server = _cpu_seconds(args.server_pid) if args.server_pid else None
   http = url.replace("ws", "http", 1).removesuffix("/v1/stream")
-  steps_before = await _step_stats(http)
+  steps_before = await _step_stats(http, args.channels)
   load_before = os.getloadavg()[0]
   wall = time.monotonic()
-  await asyncio.gather(
-      *(c.run(url, t0 + args.ramp_s * i / args.clients, stop_at) for i, c in enumerate(clients))
-  )
+  runs = [asyncio.create_task(c.run(url, t0 + args.ramp_s * i / args.clients, stop_at)) for i, c in enumerate(clients)]
+  one_more = asyncio.create_task(_one_more(url, args, t0 + args.ramp_s + 1.0)) if args.try_one_more else None
+  await asyncio.gather(*runs)
   wall = time.monotonic() - wall
-  steps_after = await _step_stats(http)
+  steps_after = await _step_stats(http, args.channels)
   steps = steps_after["count"] - steps_before["count"]
   latencies = np.concatenate([c.latencies for c in clients]) * 1000
   expected = sum(c.end["model_samples"] // c.hop_samples for c in clients)
@@ -192,14 +215,16 @@ async def _bench(args: argparse.Namespace, url: str) -> dict:
           "server": None if cpu_server is None else (_cpu_seconds(args.server_pid) - cpu_server) / wall,
           "clients": (time.process_time() - cpu_self) / wall,
       },
-      "machine_cpus": os.cpu_count(),
+      "one_more_client": None if one_more is None else await one_more,
+      "machine": describe(),
       "load_average_1m": [load_before, os.getloadavg()[0]],  # other work on the machine shows here
   }
 
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--clients", type=int, default=64)
+  parser.add_argument("--clients", default="64", help="a number, or 'capacity' (see above)")
+  parser.add_argument("--channels", type=int, default=1, choices=(1, 2), help="1: mono, 2: binaural clients")
   parser.add_argument("--seconds", type=float, default=60.0, help="streaming time after the ramp")
   parser.add_argument("--ramp-s", type=float, default=1.0, help="clients start spread over this long")
   parser.add_argument("--rate", type=float, default=48000.0, help="client sample rate, Hz")
@@ -209,13 +234,15 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--server-pid", type=int, help="that server's pid, for its CPU time")
   parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra carfac-server flags")
   args = parser.parse_args(argv)
+  args.try_one_more = args.clients == "capacity"
   process = None
   if args.url is None:
-    process, http = _start_server(args.clients, args.server_args)
+    process, http = _start_server(None if args.try_one_more else int(args.clients), args.channels, args.server_args)
     args.server_pid, url = process.pid, http.replace("http", "ws") + "/v1/stream"
     uvloop.run(_wait_ready(http))
   else:
-    url = args.url
+    url, http = args.url, args.url.replace("ws", "http", 1).removesuffix("/v1/stream")
+  args.clients = uvloop.run(_measured_capacity(http, args.channels)) if args.try_one_more else int(args.clients)
   try:
     print(json.dumps(uvloop.run(_bench(args, url)), indent=2))
   finally:

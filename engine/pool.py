@@ -5,15 +5,27 @@ on the device and donated to each step) plus its frame hop and unfinished
 frame. A step takes one fixed-size block for each stream that has one and
 advances exactly those streams; the others keep their state untouched.
 Streams join (their slot is reset to the designed initial state) and leave
-at any time. The step and the slot reset are compiled ahead of time, at
-construction, for the shard size and block size, so nothing compiles on the
-hot path.
+at any time. Every step, slot reset and slot move is compiled ahead of time,
+at construction, so nothing compiles on the hot path.
 
-Speed: the slots are split into ``shards`` equal batches that run in
-parallel on a thread pool (XLA releases the GIL; one shard per core), and a
-shard with no block in a step is skipped. The NAP is summed inside the time
-loop over groups of ``frame_granule`` samples (every hop is a multiple of
-it), so the per-sample NAP is never written out unless asked for.
+Cost that follows the load (continuous batching): the slots are split into
+``shards`` equal batches that run in parallel on a thread pool (XLA releases
+the GIL; one shard per core). Within a shard the streams are kept packed at
+the front: a stream joins the least loaded shard, after its packed streams,
+and when a stream leaves, the shard's last stream is moved into the hole (a
+copy on the device). The step is compiled for a ladder of batch sizes
+(``buckets``: 1, 2, 4, ... up to the shard size), and each shard runs the
+smallest that holds its streams, so a step costs what its streams need, not
+what the pool could hold; a shard with no block in a step is skipped. The
+slot number a stream gets from ``join`` stays its handle while it moves.
+
+The NAP is summed inside the time loop over groups of ``frame_granule``
+samples (every hop is a multiple of it), so the per-sample NAP is never
+written out unless asked for.
+
+``measure_step_seconds`` times each compiled batch size (every shard at
+once): the figures from which ``engine.scheduler.StepCosts`` derives how many
+streams the machine serves in real time.
 
 Bad input policy: a block of the wrong shape or dtype, or with NaN/Inf
 samples, raises ``ValueError`` before anything runs, so no stream's state is
@@ -22,11 +34,15 @@ touched by it.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
 import math
+import os
+import statistics
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -91,10 +107,30 @@ def _shard_step(state: PoolState, blocks, active, *, hypers, weights, granule, n
   return new_state, frames, jnp.where(active, n_frames, 0), raw
 
 
+def _bucket_step(state: PoolState, blocks, active, *, size: int, **step_options):
+  """``_shard_step`` on a shard's first ``size`` slots (its packed streams); the other slots untouched."""
+  if size == state.hop.shape[0]:
+    return _shard_step(state, blocks, active, **step_options)
+  head = jax.tree.map(lambda leaf: leaf[:size], state)
+  new_head, frames, n_frames, raw = _shard_step(head, blocks, active, **step_options)
+  state = jax.tree.map(lambda leaf, new: leaf.at[:size].set(new), state, new_head)
+  return state, frames, n_frames, raw
+
+
 def _reset_slot(state: PoolState, initial: PoolState, slot, hop):
   """Puts the designed initial state (unbatched ``initial``) and ``hop`` into ``slot``."""
   state = jax.tree.map(lambda leaf, init: leaf.at[slot].set(init), state, initial)
   return dataclasses.replace(state, hop=state.hop.at[slot].set(hop))
+
+
+def _move_slot(state: PoolState, source, destination):
+  """Copies slot ``source``'s whole state (model, hop, unfinished frame) into slot ``destination``."""
+  return jax.tree.map(lambda leaf: leaf.at[destination].set(leaf[source]), state)
+
+
+def bucket_ladder(shard_slots: int) -> tuple[int, ...]:
+  """Batch sizes compiled per shard: the powers of two below ``shard_slots``, and ``shard_slots``."""
+  return tuple(sorted({1 << k for k in range(shard_slots.bit_length()) if 1 << k < shard_slots} | {shard_slots}))
 
 
 class StreamPool:
@@ -109,7 +145,8 @@ class StreamPool:
   default) keeps every stream's AGC phase aligned, so the decimated AGC work
   runs once per ``decimation[0]`` samples for the whole shard (any block
   size is exact, only slower). ``shards`` (default 1) must divide
-  ``capacity``.
+  ``capacity``. ``buckets``: the batch sizes compiled per shard (default
+  ``bucket_ladder(capacity // shards)``; the shard size is always one).
   """
 
   def __init__(
@@ -123,6 +160,7 @@ class StreamPool:
       min_hop: int | None = None,
       shards: int = 1,
       frame_granule: int | None = None,
+      buckets: Sequence[int] | None = None,
   ):
     min_hop = hop if min_hop is None else min_hop
     if capacity < 1 or block_size < 1 or not 1 <= min_hop <= hop:
@@ -138,8 +176,12 @@ class StreamPool:
       raise ValueError("a pool with raw outputs writes every sample: frame_granule must be 1")
     if block_size % frame_granule or hop % frame_granule or min_hop % frame_granule:
       raise ValueError(f"frame_granule={frame_granule} must divide block_size, hop and min_hop")
+    shard_slots = capacity // shards
+    buckets = bucket_ladder(shard_slots) if buckets is None else tuple(sorted(set(buckets) | {shard_slots}))
+    if buckets[0] < 1 or buckets[-1] > shard_slots:
+      raise ValueError(f"buckets must lie in 1..{shard_slots} (the shard size), got {buckets}")
     self.capacity, self.block_size, self.hop, self.min_hop = capacity, block_size, hop, min_hop
-    self.shards, self.frame_granule = shards, frame_granule
+    self.shards, self.shard_slots, self.buckets, self.frame_granule = shards, shard_slots, buckets, frame_granule
     self.raw_outputs = tuple(raw_outputs)
     self.dtype = np.dtype(dtype)
     self.hypers, self.weights, model_state = carfac.design_and_init_carfac(params, self.dtype)
@@ -152,32 +194,40 @@ class StreamPool:
         frame_sum=jnp.zeros((self.n_ch, self.n_ears), self.dtype),
         frame_count=jnp.asarray(0, jnp.int32),
     )
-    self._shard_slots = capacity // shards
-    self._states = [
-        jax.tree.map(lambda leaf: jnp.stack([leaf] * self._shard_slots), self._initial) for _ in range(shards)
-    ]
-    self._free = list(range(capacity))
-    self._in_use: set[int] = set()
+    self._states = self._initial_states()
+    self._free = list(range(capacity))  # slot numbers not in use
+    self._members: list[list[int]] = [[] for _ in range(shards)]  # per shard: its slots, in position order
+    self._where: dict[int, tuple[int, int]] = {}  # slot -> (shard, position)
     self._next_frame = [0] * capacity
     self._executor = ThreadPoolExecutor(shards, thread_name_prefix="carfac-shard") if shards > 1 else None
     self._compile()
 
+  def _initial_states(self) -> list[PoolState]:
+    return [jax.tree.map(lambda leaf: jnp.stack([leaf] * self.shard_slots), self._initial) for _ in range(self.shards)]
+
   def _compile(self) -> None:
     """Ahead-of-time compilation: calls below can never trigger a compile."""
-    step = functools.partial(
-        _shard_step,
+    step_options = dict(
         hypers=self.hypers,
         weights=self.weights,
         granule=self.frame_granule,
         n_frames_out=self.max_frames,
         raw_outputs=self.raw_outputs,
     )
-    blocks = jax.ShapeDtypeStruct((self._shard_slots, self.block_size, self.n_ears), self.dtype)
-    active = jax.ShapeDtypeStruct((self._shard_slots,), np.bool_)
     state = self._states[0]
-    self._step = jax.jit(step, donate_argnums=0).lower(state, blocks, active).compile()
+
+    def compile_step(size: int):
+      blocks = jax.ShapeDtypeStruct((size, self.block_size, self.n_ears), self.dtype)
+      active = jax.ShapeDtypeStruct((size,), np.bool_)
+      bucket = functools.partial(_bucket_step, size=size, **step_options)
+      return jax.jit(bucket, donate_argnums=0).lower(state, blocks, active).compile()
+
+    # XLA compiles without the GIL: the batch sizes compile in parallel, one per core.
+    with ThreadPoolExecutor(min(len(self.buckets), os.cpu_count() or 1)) as compiler:
+      self._steps = dict(zip(self.buckets, compiler.map(compile_step, self.buckets)))
     scalar = jax.ShapeDtypeStruct((), np.int32)
     self._reset = jax.jit(_reset_slot, donate_argnums=0).lower(state, self._initial, scalar, scalar).compile()
+    self._move = jax.jit(_move_slot, donate_argnums=0).lower(state, scalar, scalar).compile()
 
   @property
   def active_streams(self) -> int:
@@ -185,10 +235,19 @@ class StreamPool:
 
   @property
   def slots_in_use(self) -> list[int]:
-    return sorted(self._in_use)
+    return sorted(self._where)
+
+  @property
+  def shard_streams(self) -> list[int]:
+    """How many streams each shard holds."""
+    return [len(members) for members in self._members]
+
+  def bucket_for(self, streams: int) -> int:
+    """The compiled batch size that a shard holding ``streams`` streams runs (0 for none)."""
+    return 0 if streams == 0 else self.buckets[bisect.bisect_left(self.buckets, streams)]
 
   def _require_in_use(self, slot: int) -> None:
-    if slot not in self._in_use:
+    if slot not in self._where:
       raise ValueError(f"slot {slot} is not in use")
 
   def centre_frequencies(self) -> np.ndarray:
@@ -196,7 +255,7 @@ class StreamPool:
     return np.asarray(self.hypers.ears[0].pole_freqs)
 
   def join(self, hop: int | None = None) -> int:
-    """Takes a free slot, starting from the designed initial state.
+    """Takes a free slot, starting from the designed initial state, in the least loaded shard.
 
     ``hop``: this stream's frame hop in samples (default: the pool's), at
     least ``min_hop`` and a multiple of ``frame_granule``.
@@ -208,17 +267,24 @@ class StreamPool:
       )
     if not self._free:
       raise PoolFullError(f"all {self.capacity} stream slots are in use")
-    slot = self._free.pop(0)
-    self._in_use.add(slot)
-    shard, index = divmod(slot, self._shard_slots)
-    self._states[shard] = self._reset(self._states[shard], self._initial, np.int32(index), np.int32(hop))
+    shard = min(range(self.shards), key=lambda s: len(self._members[s]))
+    slot, position = self._free.pop(0), len(self._members[shard])
+    self._members[shard].append(slot)
+    self._where[slot] = (shard, position)
+    self._states[shard] = self._reset(self._states[shard], self._initial, np.int32(position), np.int32(hop))
     self._next_frame[slot] = 0
     return slot
 
   def leave(self, slot: int) -> None:
-    """Frees ``slot``; the next stream to take it starts afresh."""
+    """Frees ``slot`` (the next stream to take it starts afresh); its shard's last stream moves into its place."""
     self._require_in_use(slot)
-    self._in_use.remove(slot)
+    shard, position = self._where.pop(slot)
+    members = self._members[shard]
+    last = members.pop()
+    if last != slot:
+      self._states[shard] = self._move(self._states[shard], np.int32(len(members)), np.int32(position))
+      members[position] = last
+      self._where[last] = (shard, position)
     self._free.append(slot)
 
   def _checked_block(self, slot: int, block) -> np.ndarray:
@@ -234,34 +300,68 @@ class StreamPool:
     return array.reshape(expected)
 
   def _run_shard(self, shard: int, batch: np.ndarray, active: np.ndarray):
-    """Steps one shard and brings its outputs to the host."""
-    self._states[shard], frames, n_frames, raw = self._step(self._states[shard], batch, active)
+    """Steps a shard's packed streams (``len(active)``: a compiled batch size); outputs on the host."""
+    self._states[shard], frames, n_frames, raw = self._steps[len(active)](self._states[shard], batch, active)
     return np.asarray(frames), np.asarray(n_frames), {k: np.asarray(v) for k, v in raw.items()}
+
+  def _in_parallel(self, run: Callable[[int], object], shards: Sequence[int]) -> list:
+    """``run`` of each shard, on the thread pool when there are several (one runs here: no thread hop)."""
+    return list(self._executor.map(run, shards) if self._executor and len(shards) > 1 else map(run, shards))
 
   def step(self, blocks: Mapping[int, np.ndarray]) -> dict[int, BlockResult]:
     """Advances every stream in ``blocks`` (slot -> one block) by one block."""
-    batch = np.zeros((self.capacity, self.block_size, self.n_ears), self.dtype)
-    active = np.zeros(self.capacity, np.bool_)
+    batches: dict[int, np.ndarray] = {}
+    actives: dict[int, np.ndarray] = {}
     for slot, block in blocks.items():
-      batch[slot] = self._checked_block(slot, block)
-      active[slot] = True
-    finite = np.isfinite(batch).all(axis=(1, 2))
-    if not finite.all():
-      slot = int(np.flatnonzero(~finite)[0])
-      raise ValueError(f"slot {slot}: block has NaN or Inf samples; rejected, state untouched")
-    size = self._shard_slots
-    busy = [s for s in range(self.shards) if active[s * size : (s + 1) * size].any()]
-    run = lambda s: self._run_shard(s, batch[s * size : (s + 1) * size], active[s * size : (s + 1) * size])
-    outputs = dict(zip(busy, self._executor.map(run, busy) if self._executor else map(run, busy)))
+      checked = self._checked_block(slot, block)
+      shard, position = self._where[slot]
+      if shard not in batches:
+        size = self.bucket_for(len(self._members[shard]))
+        batches[shard] = np.zeros((size, self.block_size, self.n_ears), self.dtype)
+        actives[shard] = np.zeros(size, np.bool_)
+      batches[shard][position] = checked
+      actives[shard][position] = True
+    for shard, batch in batches.items():
+      finite = np.isfinite(batch).all(axis=(1, 2))
+      if not finite.all():
+        slot = self._members[shard][int(np.flatnonzero(~finite)[0])]
+        raise ValueError(f"slot {slot}: block has NaN or Inf samples; rejected, state untouched")
+    busy = sorted(batches)
+    outputs = dict(zip(busy, self._in_parallel(lambda s: self._run_shard(s, batches[s], actives[s]), busy)))
     results = {}
     for slot in blocks:
-      shard, index = divmod(slot, size)
+      shard, position = self._where[slot]
       frames, n_frames, raw = outputs[shard]
-      count = int(n_frames[index])
+      count = int(n_frames[position])
       results[slot] = BlockResult(
-          frames=frames[index, :count],
+          frames=frames[position, :count],
           first_frame=self._next_frame[slot],
-          raw={name: values[index] for name, values in raw.items()},
+          raw={name: values[position] for name, values in raw.items()},
       )
       self._next_frame[slot] += count
     return results
+
+  def measure_step_seconds(self, repeats: int = 15) -> dict[int, float]:
+    """Median wall time of ``step`` at each compiled batch size, every shard running it at once.
+
+    Streams join for the measurement (``size`` per shard, low-level noise
+    as audio) and leave after it, so it needs an empty pool; it times the
+    whole call, Python bookkeeping included. The first run of each size is
+    a warm-up.
+    """
+    if self._where:
+      raise RuntimeError("measure_step_seconds needs an empty pool")
+    rng = np.random.default_rng(0)
+    noise = (1e-3 * rng.standard_normal((self.capacity, self.block_size, self.n_ears))).astype(self.dtype)
+    seconds = {}
+    for size in self.buckets:
+      slots = [self.join() for _ in range(size * self.shards)]  # (each joins the least loaded shard)
+      times = []
+      for _ in range(repeats + 1):
+        started = time.perf_counter()
+        self.step({slot: noise[slot] for slot in slots})
+        times.append(time.perf_counter() - started)
+      for slot in reversed(slots):
+        self.leave(slot)
+      seconds[size] = statistics.median(times[1:])
+    return seconds

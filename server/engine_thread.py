@@ -3,28 +3,29 @@
 One ``StreamPool`` per ear count, all owned by one thread (a pool is not
 thread-safe, and ``pool.step`` is blocking CPU work that must stay off the
 event loop). Connections, on the loop, queue blocks on their ``EngineStream``;
-the thread steps each pool with at most one pending block per stream, and
-hands each result back to its stream's listener on the loop
-(``call_soon_threadsafe``, so results arrive in order).
+each pool's ``engine.scheduler.Scheduler`` decides when it steps (the
+batching and lag policy live there); results go back to each stream's
+listener on the loop (``call_soon_threadsafe``, so they arrive in order).
+This module is only the bridge: the thread, its lock, and the asyncio side.
 
-Batching policy: a step costs about the same however many of its slots it
-advances, so a pool is stepped as soon as every stream that is still sending
-has a block queued, and otherwise no sooner than ``step_interval`` after its
-previous step began (by default one block's duration: real-time streams then
-share one step per block, and a queued block waits at most that long).
+Capacity: after compiling, each pool's step is timed at every compiled
+batch size (``StepCosts``). With ``capacity="auto"`` a stream is admitted
+only if the predicted step time of all pools together (they share this
+thread) stays within ``realtime_margin`` of a block's duration; with a
+number, a pool admits that many streams (a warning is logged when that is
+above what was measured). A refused stream gets ``PoolFullError``.
 
 Joining and leaving a slot also run on this thread, between steps, so a
 stream that leaves frees its slot within one step. A join that finds its
 pool full while some of the pool's streams are finishing (their last block
 is queued: they are giving their slots back) waits for one of those slots,
-at most ``join_wait_s``; otherwise, or after that, it fails with
-``PoolFullError``.
+at most ``join_wait_s``; otherwise, or after that, it fails. A stream that
+falls more than ``max_lag_s`` behind real time is ended with ``LagError``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import dataclasses
 import logging
@@ -38,6 +39,7 @@ import numpy as np
 import carfac
 from engine.compile_cache import enable_compilation_cache
 from engine.pool import BlockResult, PoolFullError, StreamPool
+from engine.scheduler import ScheduledStream, Scheduler, StepCosts
 from server.metrics import Metrics
 from server.settings import Settings
 
@@ -48,6 +50,10 @@ class NotReadyError(RuntimeError):
   """The pools are still being compiled (or failed to build)."""
 
 
+class LagError(RuntimeError):
+  """The engine fell too far behind a stream to serve it in real time."""
+
+
 class StreamListener(Protocol):
   """What a stream reports to, on the event loop."""
 
@@ -56,13 +62,12 @@ class StreamListener(Protocol):
   def on_error(self, error: Exception) -> None: ...
 
 
-class EngineStream:
+class EngineStream(ScheduledStream):
   """One client's slot in a pool. Its methods are called on the event loop."""
 
-  def __init__(self, engine: Engine, lane: _Lane, slot: int, listener: StreamListener):
+  def __init__(self, engine: Engine, lane: Lane, slot: int, listener: StreamListener):
+    super().__init__()
     self._engine, self.lane, self.slot, self.listener = engine, lane, slot, listener
-    self.pending: collections.deque[np.ndarray] = collections.deque()
-    self.finished = False  # its last block is queued
     self.closed = False
 
   def submit(self, blocks: list[np.ndarray], final: bool = False) -> None:
@@ -74,60 +79,6 @@ class EngineStream:
     self._engine.close(self)
 
 
-class _Lane:
-  """A pool and the bookkeeping that decides when to step it (under the engine's lock)."""
-
-  def __init__(self, pool: StreamPool, label: str):
-    self.pool, self.label = pool, label
-    self.ready: dict[EngineStream, None] = {}  # streams with a queued block, in order
-    self.missing = 0  # unfinished streams with no queued block
-    self.finishing = 0  # streams whose last block is queued: they will give their slots back
-    self.waiting: list[_JoinRequest] = []  # joins waiting for a finishing stream's slot (engine thread)
-    self.last_step = -math.inf  # when the previous step began
-
-  def add(self) -> None:
-    """A stream joined: unfinished, nothing queued yet."""
-    self.missing += 1
-
-  def remove(self, stream: EngineStream) -> None:
-    """A stream left: forget it and its queued blocks."""
-    if stream in self.ready:
-      del self.ready[stream]
-    elif not stream.finished:
-      self.missing -= 1
-    self.finishing -= stream.finished
-    stream.pending.clear()
-
-  def push(self, stream: EngineStream, blocks: list[np.ndarray], final: bool) -> bool:
-    """Queues blocks; True when the engine should look at this lane again."""
-    was_missing = not stream.finished and not stream.pending
-    stream.pending.extend(blocks)
-    self.finishing += final and not stream.finished
-    stream.finished = stream.finished or final
-    if was_missing and (stream.pending or stream.finished):
-      self.missing -= 1
-    newly_ready = bool(stream.pending) and stream not in self.ready
-    if newly_ready:
-      self.ready[stream] = None
-    return bool(self.ready) and (self.missing == 0 or (newly_ready and len(self.ready) == 1))
-
-  def take(self, now: float, interval: float) -> tuple[list[tuple[EngineStream, np.ndarray]], float]:
-    """One block of every ready stream if the lane is due, else ([], when it will be)."""
-    if not self.ready:
-      return [], math.inf
-    due = self.last_step + interval
-    if self.missing and now < due:
-      return [], due
-    self.last_step = now
-    batch = []
-    for stream in list(self.ready):
-      batch.append((stream, stream.pending.popleft()))
-      if not stream.pending:
-        del self.ready[stream]
-        self.missing += not stream.finished
-    return batch, math.inf
-
-
 @dataclasses.dataclass
 class _JoinRequest:
   """A stream asking for a slot; its future is settled on the engine thread."""
@@ -136,6 +87,18 @@ class _JoinRequest:
   listener: StreamListener
   deadline: float  # monotonic: the longest it waits for a finishing stream's slot
   future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
+
+
+@dataclasses.dataclass
+class Lane:
+  """One pool, its scheduler, its measured costs, and the joins waiting for it."""
+
+  pool: StreamPool
+  label: str
+  scheduler: Scheduler
+  costs: StepCosts
+  realtime_capacity: int  # streams it serves in real time on its own (measured)
+  waiting: list[_JoinRequest] = dataclasses.field(default_factory=list)  # (engine thread)
 
 
 def _close_if_joined(future: concurrent.futures.Future) -> None:
@@ -153,15 +116,13 @@ def design(settings: Settings, ears: int) -> carfac.CarfacDesignParameters:
 
 
 class Engine:
-  """Builds the pools on its thread, then steps them until ``stop``."""
+  """Builds and measures the pools on its thread, then steps them until ``stop``."""
 
   def __init__(self, settings: Settings, metrics: Metrics):
     self._settings, self._metrics = settings, metrics
-    self._interval_s = settings.step_interval_s
-    self._join_wait_s = settings.join_wait_s
     self._cond = threading.Condition()
     self._commands: list[Callable[[], None]] = []
-    self._lanes: dict[int, _Lane] = {}
+    self._lanes: dict[int, Lane] = {}
     self._built = threading.Event()
     self._stopping = False
     self._thread: threading.Thread | None = None
@@ -176,10 +137,19 @@ class Engine:
     if not self.ready:
       raise NotReadyError("the engine is still compiling" if self.error is None else f"the engine failed: {self.error}")
 
-  def pool(self, ears: int) -> StreamPool:
-    """The pool serving ``ears``-channel streams (once ready)."""
+  def lane(self, ears: int) -> Lane:
+    """The pool serving ``ears``-channel streams and its figures (once ready)."""
     self._require_ready()
-    return self._lanes[ears].pool
+    return self._lanes[ears]
+
+  def pool(self, ears: int) -> StreamPool:
+    return self.lane(ears).pool
+
+  def admitted_capacity(self, ears: int) -> int:
+    """The most streams the ``ears`` pool admits (alone, with the other pools idle)."""
+    lane = self.lane(ears)
+    capacity = self._settings.capacity
+    return min(lane.realtime_capacity, lane.pool.capacity) if capacity == "auto" else capacity
 
   def start(self, loop: asyncio.AbstractEventLoop) -> None:
     """Starts the thread; it compiles the pools first (``ready`` turns true after)."""
@@ -196,10 +166,9 @@ class Engine:
       self._thread.join(timeout)
 
   async def join(self, ears: int, hop: int, listener: StreamListener) -> EngineStream:
-    """Takes a slot in the ``ears`` pool; raises ``PoolFullError`` when none is free (see above)."""
-    self._require_ready()
-    lane = self._lanes[ears]
-    request = _JoinRequest(hop, listener, time.monotonic() + self._join_wait_s)
+    """Takes a slot in the ``ears`` pool; raises ``PoolFullError`` when it has no room (see above)."""
+    lane = self.lane(ears)
+    request = _JoinRequest(hop, listener, time.monotonic() + self._settings.join_wait_s)
     self._command(lambda: self._admit(lane, request) or lane.waiting.append(request))
     try:
       return await asyncio.wrap_future(request.future)
@@ -207,15 +176,24 @@ class Engine:
       request.future.add_done_callback(_close_if_joined)
       raise
 
-  def _admit(self, lane: _Lane, request: _JoinRequest) -> bool:
+  def _room_for_one_more(self, lane: Lane) -> bool:
+    """Admission control (engine thread): can ``lane`` take a stream and every stream stay real time?"""
+    if self._settings.capacity != "auto":
+      return lane.pool.active_streams < self._settings.capacity
+    load = sum(other.costs.load(other.pool, extra=other is lane) for other in self._lanes.values())
+    return load <= self._settings.realtime_margin
+
+  def _admit(self, lane: Lane, request: _JoinRequest) -> bool:
     """On the engine thread: settles ``request``, or returns False if it should wait for a slot."""
     if request.future.cancelled():
       return True
     try:
+      if not self._room_for_one_more(lane):
+        raise PoolFullError(f"the {lane.label}-ear pool is at its real-time capacity")
       slot = lane.pool.join(request.hop)
     except PoolFullError as err:
       with self._cond:
-        if lane.finishing and time.monotonic() < request.deadline:
+        if lane.scheduler.finishing and time.monotonic() < request.deadline:
           return False
       _settle(request.future, exception=err)
       return True
@@ -224,8 +202,8 @@ class Engine:
       return True
     stream = EngineStream(self, lane, slot, request.listener)
     with self._cond:
-      lane.add()
-    self._count_slots(lane)
+      lane.scheduler.add(stream)
+    self._count_slots()
     if not _settle(request.future, result=stream):
       stream.close()  # the caller gave up meanwhile
     return True
@@ -235,14 +213,16 @@ class Engine:
     for lane in self._lanes.values():
       lane.waiting = [request for request in lane.waiting if not self._admit(lane, request)]
 
-  def _count_slots(self, lane: _Lane) -> None:
-    self._metrics.slots_in_use.labels(lane.label).set(lane.pool.active_streams)
+  def _count_slots(self) -> None:
+    for lane in self._lanes.values():
+      self._metrics.slots_in_use.labels(lane.label).set(lane.pool.active_streams)
+    self._metrics.engine_load.set(sum(lane.costs.load(lane.pool) for lane in self._lanes.values()))
 
   def submit(self, stream: EngineStream, blocks: list[np.ndarray], final: bool) -> None:
     with self._cond:
       if stream.closed:
         return
-      if stream.lane.push(stream, blocks, final):
+      if stream.lane.scheduler.push(stream, blocks, final):
         self._cond.notify()
 
   def close(self, stream: EngineStream) -> None:
@@ -250,12 +230,12 @@ class Engine:
       if stream.closed:
         return
       stream.closed = True
-      stream.lane.remove(stream)
+      stream.lane.scheduler.remove(stream)
     self._command(lambda: self._leave(stream))
 
   def _leave(self, stream: EngineStream) -> None:
     stream.lane.pool.leave(stream.slot)
-    self._count_slots(stream.lane)
+    self._count_slots()
 
   def _command(self, command: Callable[[], None]) -> None:
     with self._cond:
@@ -263,14 +243,14 @@ class Engine:
       self._cond.notify()
 
   def _build(self) -> None:
-    if self._settings.compile_cache_dir is not None:
-      enable_compilation_cache(self._settings.compile_cache_dir)
     s = self._settings
+    if s.compile_cache_dir is not None:
+      enable_compilation_cache(s.compile_cache_dir)
     for ears in sorted(set(s.ears)):
       started = time.perf_counter()
       pool = StreamPool(
           design(s, ears),
-          capacity=s.capacity,
+          capacity=s.pool_slots,
           block_size=s.block_size,
           hop=s.model_samples(s.hop_ms),
           raw_outputs=s.raw_outputs,
@@ -278,9 +258,26 @@ class Engine:
           min_hop=s.model_samples(s.min_hop_ms),
           shards=s.shards,
       )
-      self._lanes[ears] = lane = _Lane(pool, str(ears))
-      self._count_slots(lane)
-      logger.info("engine: %d-ear pool of %d streams compiled in %.1f s", ears, s.capacity, time.perf_counter() - started)
+      compiled = time.perf_counter()
+      costs = StepCosts.measure(pool)
+      measured = costs.realtime_streams(pool, s.realtime_margin)
+      scheduler = Scheduler(costs.block_seconds, s.step_interval_s, s.max_lag_s)
+      self._lanes[ears] = Lane(pool, str(ears), scheduler, costs, measured)
+      self._metrics.realtime_capacity.labels(str(ears)).set(measured)
+      logger.info(
+          "engine: %d-ear pool (%d slots, batch sizes %s) compiled in %.1f s; step %s ms; real time for %d streams "
+          "(a step within %.0f%% of a block)",
+          ears, pool.capacity, list(pool.buckets), compiled - started,
+          {size: round(1000 * t, 2) for size, t in costs.seconds.items()}, measured, 100 * s.realtime_margin,
+      )  # fmt: skip
+      if s.capacity != "auto" and s.capacity > measured:
+        logger.warning(
+            "engine: --capacity %d is above the %d %d-ear streams this machine was measured to serve in real time",
+            s.capacity, measured, ears,
+        )  # fmt: skip
+    if s.capacity == "auto" and min(lane.realtime_capacity for lane in self._lanes.values()) == 0:
+      logger.warning("engine: this machine cannot serve even one stream per shard in real time; streams are refused")
+    self._count_slots()
 
   def _run(self) -> None:
     try:
@@ -302,24 +299,27 @@ class Engine:
       for lane, batch in batches:
         self._step(lane, batch)
 
-  def _next_work(self) -> tuple[list[Callable[[], None]], list[tuple[_Lane, list]]] | None:
-    """Waits for commands or a due batch; None once stopping."""
+  def _next_work(self) -> tuple[list[Callable[[], None]], list[tuple[Lane, list]]] | None:
+    """Waits for commands or a due batch (ending overdue streams); None once stopping."""
     with self._cond:
       while not self._stopping:
         now = time.monotonic()
         commands, self._commands = self._commands, []
         batches, wake_at = [], math.inf
         for lane in self._lanes.values():
-          batch, due = lane.take(now, self._interval_s)
-          if batch:
-            batches.append((lane, batch))
-          wake_at = min(wake_at, due, *(request.deadline for request in lane.waiting))
+          batch = lane.scheduler.take(now)
+          if batch.overdue:
+            lag = LagError(f"more than {self._settings.max_lag_s:g} s behind real time")
+            self._loop.call_soon_threadsafe(_deliver_error, batch.overdue, lag)
+          if batch.blocks:
+            batches.append((lane, batch.blocks))
+          wake_at = min(wake_at, batch.wake_at, *(request.deadline for request in lane.waiting))
         if commands or batches or wake_at <= now:
           return commands, batches
         self._cond.wait(None if wake_at == math.inf else wake_at - now)
       return None
 
-  def _step(self, lane: _Lane, batch: list[tuple[EngineStream, np.ndarray]]) -> None:
+  def _step(self, lane: Lane, batch: list[tuple[EngineStream, np.ndarray]]) -> None:
     started = time.perf_counter()
     try:
       results = lane.pool.step({stream.slot: block for stream, block in batch})
@@ -327,7 +327,9 @@ class Engine:
       logger.exception("engine: a step of the %s-ear pool failed", lane.label)
       self._loop.call_soon_threadsafe(_deliver_error, [stream for stream, _ in batch], err)
       return
-    self._metrics.step_seconds.labels(lane.label).observe(time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    self._metrics.step_seconds.labels(lane.label).observe(seconds)
+    self._metrics.step_load.labels(lane.label).observe(seconds / lane.costs.block_seconds)
     self._loop.call_soon_threadsafe(_deliver, [(stream, results[stream.slot]) for stream, _ in batch])
 
 

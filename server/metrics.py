@@ -41,6 +41,24 @@ class Metrics:
         buckets=_STEP_BUCKETS,
         registry=self.registry,
     )
+    self.realtime_capacity = Gauge(
+        "carfac_realtime_capacity",
+        "streams a pool serves in real time on its own, measured at start-up",
+        ["ears"],
+        registry=self.registry,
+    )
+    self.engine_load = Gauge(
+        "carfac_engine_load",
+        "predicted engine time per block over the block's duration, for the streams admitted (all pools)",
+        registry=self.registry,
+    )
+    self.step_load = Histogram(
+        "carfac_step_load",
+        "one step's duration over its block's duration",
+        ["ears"],
+        buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.85, 1.0, 1.5, 2.0, 5.0),
+        registry=self.registry,
+    )
     self.errors = Counter("carfac_errors", "errors reported to clients, by code", ["kind"], registry=self.registry)
 
   def render(self) -> bytes:

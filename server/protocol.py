@@ -51,6 +51,7 @@ class ErrorKind(enum.Enum):
   MESSAGE_TOO_BIG = ("message_too_big", 1009)
   INTERNAL = ("internal", 1011)
   POOL_FULL = ("pool_full", 1013)
+  OVERLOADED = ("overloaded", 1013)  # the engine fell more than --max-lag-s behind the stream
   TOO_MANY_CONNECTIONS = ("too_many_connections", 1013)
   NOT_READY = ("not_ready", 1013)
   SHUTTING_DOWN = ("shutting_down", 1001)

@@ -99,7 +99,9 @@ class StreamService:
     try:
       session.attach(await self.engine.join(spec.channels, spec.hop, session))
     except PoolFullError:
-      raise ProtocolError(ErrorKind.POOL_FULL, f"all {pool.capacity} {spec.channels}-ear streams are busy") from None
+      capacity = self.engine.admitted_capacity(spec.channels)
+      raise ProtocolError(ErrorKind.POOL_FULL, f"the server is serving all the {spec.channels}-ear streams it can "
+                          f"in real time ({capacity} on their own)") from None  # fmt: skip
     return session
 
   async def drain(self) -> None:
@@ -134,8 +136,16 @@ class StreamService:
         "outputs": ["frames", *s.raw_outputs],
         "sample_rate_range_hz": list(SAMPLE_RATE_RANGE),
         "token_required": s.token is not None,
+        "realtime_capacity": {str(ears): self.engine.lane(ears).realtime_capacity for ears in s.ears},
+        "step_ms": {
+            str(ears): {str(size): round(1000 * t, 3) for size, t in self.engine.lane(ears).costs.seconds.items()}
+            for ears in s.ears
+        },
         "limits": {
-            "streams_per_pool": s.capacity,
+            "streams_per_pool": {str(ears): self.engine.admitted_capacity(ears) for ears in s.ears},
+            "capacity": s.capacity,
+            "realtime_margin": s.realtime_margin,
+            "max_lag_s": s.max_lag_s,
             "max_connections": s.max_connections,
             "max_message_bytes": s.max_message_bytes,
             "idle_timeout_s": s.idle_timeout_s,

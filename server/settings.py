@@ -39,9 +39,22 @@ class Settings(BaseSettings):
   ears: list[Literal[1, 2]] = Field(
       [1, 2], min_length=1, description="ear counts served (1: mono, 2: binaural); one engine pool each"
   )
-  capacity: int = Field(64, ge=1, description="streams per pool")
+  capacity: int | Literal["auto"] = Field(
+      "auto",
+      description="streams admitted per pool: auto = as many as the machine serves in real time, measured at "
+      "start-up (all pools together); a number admits that many (a warning is logged above the measured figure)",
+  )
+  pool_slots: int = Field(
+      64, ge=1, description="streams a pool can hold with --capacity auto (a numeric --capacity sets it)"
+  )
   shards: int = Field(
-      2, ge=1, description="batches per pool, stepped in parallel (must divide capacity; at most one per core)"
+      2, ge=1, description="batches per pool, stepped in parallel (must divide the pool's slots; at most one per core)"
+  )
+  realtime_margin: float = Field(
+      0.7, gt=0, le=1, description="with --capacity auto: the share of a block's duration that a step may take"
+  )
+  max_lag_s: float = Field(
+      2.0, gt=0, description="a stream that the engine falls further behind than this is ended (overloaded, 1013)"
   )
   block_size: int = Field(256, ge=1, description="model samples per engine step (a multiple of 64 is fastest)")
   hop_ms: float = Field(10.0, gt=0, description="default frame hop, ms")
@@ -82,9 +95,18 @@ class Settings(BaseSettings):
   def _consistent(self) -> Settings:
     if self.min_hop_ms > self.hop_ms:
       raise ValueError(f"min_hop_ms ({self.min_hop_ms}) must not exceed hop_ms ({self.hop_ms})")
-    if self.capacity % self.shards:
-      raise ValueError(f"shards ({self.shards}) must divide capacity ({self.capacity})")
+    if self.capacity != "auto" and self.capacity < 1:
+      raise ValueError(f"capacity must be 'auto' or >= 1, got {self.capacity}")
+    if self.pool_slots % self.shards:
+      raise ValueError(f"shards ({self.shards}) must divide the pool's slots ({self.pool_slots})")
     return self
+
+  @model_validator(mode="before")
+  @classmethod
+  def _slots_follow_a_numeric_capacity(cls, data):
+    if isinstance(data, dict) and "capacity" in data and str(data["capacity"]) != "auto":
+      data = {**data, "pool_slots": data["capacity"]}
+    return data
 
   @property
   def step_interval_s(self) -> float:

@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.block_feed import BlockFeed
 from engine.pool import BlockResult, StreamPool
-from server.engine_thread import EngineStream
+from server.engine_thread import EngineStream, LagError
 from server.metrics import Metrics
 from server.outbox import Outbox
 from server.protocol import (
@@ -100,11 +100,16 @@ class StreamSession:
     self._progress.set()
 
   async def _wait_until(self, condition) -> None:
-    while not condition():
+    """Waits for ``condition``; first raises what ended the stream meanwhile (checked at every call)."""
+    while True:
       if self._abandoned:
         raise ClientGone()
+      if isinstance(self._error, LagError):
+        raise ProtocolError(ErrorKind.OVERLOADED, f"the server fell {self._error}") from None
       if self._error is not None:
         raise ProtocolError(ErrorKind.INTERNAL, "the engine failed on this stream") from self._error
+      if condition():
+        return
       self._progress.clear()
       await self._progress.wait()
 

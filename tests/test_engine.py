@@ -81,16 +81,93 @@ def test_pool_compiles_nothing_after_start_up() -> None:
   pool = StreamPool(carfac.CarfacDesignParameters(), capacity=3, block_size=64, hop=50, raw_outputs=("bm",))
   before = len(compiles)
   assert before >= 2, "the listener saw no start-up compilation; the check would be vacuous"
-  rng = np.random.default_rng(1)
+  rng, buckets_run = np.random.default_rng(1), set()
   for t in range(40):
     if t % 7 == 0 and pool.active_streams < 3:
       pool.join()
     active = pool.slots_in_use
+    buckets_run.add(pool.bucket_for(pool.shard_streams[0]))
     results = pool.step({s: rng.standard_normal(64).astype(np.float32) * 0.01 for s in active})
     assert all(r.raw["bm"].shape == (64, 71, 1) for r in results.values())
     if t % 11 == 10:
-      pool.leave(active[0])
+      pool.leave(active[0])  # the first: the last stream moves into its place
+  assert buckets_run == set(pool.buckets) == {1, 2, 3}  # joins, leaves (moves) and every batch size
   assert len(compiles) == before, compiles[before:]
+
+
+def _slot_state(pool: StreamPool, slot: int) -> list[np.ndarray]:
+  shard, position = pool._where[slot]
+  return [np.array(leaf[position]) for leaf in jax.tree.leaves(pool._states[shard])]
+
+
+def test_a_leaving_stream_is_replaced_by_the_last_bit_for_bit_and_the_batch_shrinks() -> None:
+  """Compaction: leave in the middle (the last stream moves, state bit for bit), at the end (no move),
+  all leave, rejoin; every stream's frames equal its own offline run."""
+  block, hop = 64, 64
+  pool = StreamPool(carfac.CarfacDesignParameters(), capacity=8, block_size=block, hop=hop, dtype=np.float64)
+  assert pool.buckets == (1, 2, 4, 8)
+  rng = np.random.default_rng(3)
+  audio, frames = {}, {}
+
+  def step(slots: list[int], times: int) -> None:
+    for _ in range(times):
+      blocks = {}
+      for slot in slots:
+        chunk = rng.standard_normal(block) * 0.02
+        audio[slot].append(chunk)
+        blocks[slot] = chunk
+      for slot, result in pool.step(blocks).items():
+        frames[slot].append(result.frames)
+
+  def join() -> int:
+    slot = pool.join()
+    audio[slot], frames[slot] = [], []
+    return slot
+
+  def check_and_forget(slot: int) -> None:
+    got, expected = np.concatenate(frames.pop(slot)), offline_frames(np.concatenate(audio.pop(slot)), hop)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10 * np.abs(expected).max())
+
+  slots = [join() for _ in range(5)]
+  step(slots, 3)
+  assert pool.bucket_for(pool.shard_streams[0]) == 8
+  moved, before = slots[4], _slot_state(pool, slots[4])
+  pool.leave(slots[1])  # in the middle: the last stream takes its place
+  check_and_forget(slots[1])
+  assert pool._where[moved] == (0, 1)
+  for a, b in zip(before, _slot_state(pool, moved)):
+    np.testing.assert_array_equal(a, b)
+  assert pool.bucket_for(pool.shard_streams[0]) == 4
+  slots = [slots[0], moved, slots[2], slots[3]]
+  pool.leave(slots[3])  # at the end: nothing moves
+  check_and_forget(slots.pop())
+  step(slots, 2)
+  assert pool.bucket_for(pool.shard_streams[0]) == 4
+  pool.leave(slots[0])
+  check_and_forget(slots.pop(0))
+  assert pool.bucket_for(pool.shard_streams[0]) == 2
+  step(slots, 2)
+  slots.append(join())  # rejoin: a fresh stream behind the packed ones
+  step(slots, 2)
+  for slot in list(slots):
+    pool.leave(slot)
+    check_and_forget(slot)
+  assert pool.active_streams == 0 and pool.shard_streams == [0]
+  slot = join()  # an empty pool again: the first position, the designed initial state
+  assert pool._where[slot] == (0, 0)
+  step([slot], 2)
+  check_and_forget(slot)
+
+
+def test_streams_join_the_least_loaded_shard() -> None:
+  pool = StreamPool(carfac.CarfacDesignParameters(), capacity=8, block_size=64, hop=64, shards=2)
+  slots = [pool.join() for _ in range(3)]
+  assert pool.shard_streams == [2, 1]
+  pool.leave(slots[0])
+  pool.leave(slots[2])  # both from the first shard
+  assert pool.shard_streams == [0, 1]
+  pool.join()
+  assert pool.shard_streams == [1, 1]
 
 
 def test_pool_rejects_bad_blocks_without_touching_state() -> None:
