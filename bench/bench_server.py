@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import json
 import math
 import os
@@ -36,6 +38,7 @@ import httpx
 import numpy as np
 import uvloop
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import describe  # noqa: E402
@@ -105,6 +108,8 @@ class Client:
     self.frames = 0
     self.dropped = 0
     self.end: dict | None = None
+    self.error: str | None = None  # the code of an error the server ended the stream with
+    self.close_code: int | None = None
 
   async def run(self, url: str, start_at: float, stop_at: float) -> None:
     args = self.args
@@ -116,6 +121,9 @@ class Client:
     async with connect(url, proxy=None, max_size=None, compression=None) as ws:
       await ws.send(json.dumps(start))
       ready = json.loads(await ws.recv())
+      if ready["type"] != "ready":
+        self.error = ready["code"]  # refused (e.g. pool_full)
+        return
       self.hop_samples = ready["hop_samples"]
       self.hop_s = ready["hop_samples"] / ready["model_rate"]
       reader = asyncio.create_task(self._read(ws))
@@ -124,17 +132,30 @@ class Client:
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         offset = (k * chunk_bytes) % len(audio)
         self.send_times.append(time.monotonic())
-        await ws.send(audio[offset : offset + chunk_bytes])
+        try:
+          await ws.send(audio[offset : offset + chunk_bytes])
+        except ConnectionClosed:
+          break  # ended by the server (e.g. overloaded): the reader has its error
         k += 1
       self.stopped_at = time.monotonic()
-      await ws.send(json.dumps({"type": "stop"}))
+      with contextlib.suppress(ConnectionClosed):
+        await ws.send(json.dumps({"type": "stop"}))
       await reader
+      self.close_code = ws.close_code
 
   async def _read(self, ws) -> None:
+    with contextlib.suppress(ConnectionClosed):
+      await self._read_until_closed(ws)
+
+  async def _read_until_closed(self, ws) -> None:
     chunk_s = self.chunk_samples / self.args.rate
     async for message in ws:
       if isinstance(message, str):
-        self.end = json.loads(message)
+        text = json.loads(message)
+        if text["type"] == "error":
+          self.error = text["code"]
+        else:
+          self.end = text
         continue
       now = time.monotonic()
       header = HEADER.unpack_from(message)
@@ -190,8 +211,10 @@ async def _bench(args: argparse.Namespace, url: str) -> dict:
   steps_after = await _step_stats(http, args.channels)
   steps = steps_after["count"] - steps_before["count"]
   latencies = np.concatenate([c.latencies for c in clients]) * 1000
-  expected = sum(c.end["model_samples"] // c.hop_samples for c in clients)
-  received = sum(c.frames for c in clients)
+  ended = [c for c in clients if c.end is not None]
+  expected = sum(c.end["model_samples"] // c.hop_samples for c in ended)
+  received = sum(c.frames for c in ended)
+  errors = collections.Counter(c.error for c in clients if c.error is not None)
   return {
       "clients": args.clients,
       "seconds": args.seconds,
@@ -199,6 +222,7 @@ async def _bench(args: argparse.Namespace, url: str) -> dict:
       "chunk_ms": args.chunk_ms,
       "hop_ms": args.hop_ms,
       "server_args": args.server_args,
+      "streams_ended_with_error": dict(errors),
       "frames_received": received,
       "frames_expected": expected,
       "frames_lost": expected - received,

@@ -6,10 +6,12 @@ blocks and decides when the pool steps:
 
 - as soon as every stream that is still sending has a block queued (so a
   lone client that sends faster than real time is served as fast as the
-  engine can go), and otherwise no sooner than ``interval`` after the
-  previous step began (by default one block's duration: real-time streams
-  then share one step per block, and a queued block waits at most that
-  long);
+  engine can go), or as soon as a stream has fallen more than a block
+  behind real time (so a stream delayed by a hiccup catches up, rather
+  than staying behind for good at one block per interval); otherwise no
+  sooner than ``interval`` after the previous step began (by default one
+  block's duration: real-time streams then share one step per block, and a
+  queued block waits at most that long);
 - each step takes at most one block per stream.
 
 Lag policy: a stream's lateness is the wall time since its queue last ran
@@ -20,10 +22,14 @@ the pool steps is taken out (``Batch.overdue``): the machine cannot serve it
 in real time, and its backlog must not grow without bound.
 
 Admission: ``StepCosts`` are a pool's measured step times per compiled batch
-size (``StreamPool.measure_step_seconds``); ``load`` predicts the fraction of
-a block's duration that one step of the pool takes with its streams (plus
-``extra`` more), which a front end sums over the pools that share a thread
-and compares with its margin.
+size (``StreamPool.measure_step_seconds``, the pool alone); ``load`` predicts
+the fraction of a block's duration that one step of the pool takes with its
+streams (plus ``extra`` more), which a front end sums over the pools that
+share a thread and compares with its margin. In a busy process a step takes
+longer than it did alone (the event loop wants the GIL and the cores too:
+2 to 3x, measured in the server with 8 to 16 clients), so ``observe`` keeps
+a running ratio of the steps' actual durations to the measured ones
+(``slowdown``, at least 1) that ``load`` includes.
 
 Nothing here is thread-safe: the caller holds its own lock.
 """
@@ -112,7 +118,8 @@ class Scheduler:
     if not self.ready:
       return Batch([], [], math.inf)
     due = self.last_step + self.interval_s
-    if self.missing and now < due:
+    catching_up = any(self.lateness(stream, now) > self.block_seconds for stream in self.ready)
+    if self.missing and now < due and not catching_up:
       return Batch([], [], due)
     self.last_step = now
     blocks, overdue = [], []
@@ -131,12 +138,13 @@ class Scheduler:
     return Batch(blocks, overdue, math.inf)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class StepCosts:
   """A pool's measured step time per compiled batch size, and what follows for its load."""
 
-  seconds: Mapping[int, float]  # batch size -> one step (every shard at once)
+  seconds: Mapping[int, float]  # batch size -> one step (every shard at once), the pool alone
   block_seconds: float
+  slowdown: float = 1.0  # actual step durations over the measured ones, running (>= 1)
 
   @classmethod
   def measure(cls, pool: StreamPool, repeats: int = 5) -> StepCosts:
@@ -153,7 +161,14 @@ class StepCosts:
       return 0.0
     if streams[-1] > pool.shard_slots:
       return math.inf
-    return self.seconds[pool.bucket_for(streams[-1])] / self.block_seconds
+    return self.slowdown * self.seconds[pool.bucket_for(streams[-1])] / self.block_seconds
+
+  def observe(self, pool: StreamPool, step_seconds: float, weight: float = 0.2) -> None:
+    """A step of ``pool`` as it is now took ``step_seconds``: updates the running slowdown."""
+    busiest = max(pool.shard_streams)
+    if busiest:
+      ratio = step_seconds / self.seconds[pool.bucket_for(busiest)]
+      self.slowdown = max(1.0, (1 - weight) * self.slowdown + weight * ratio)
 
   def realtime_streams(self, pool: StreamPool, margin: float) -> int:
     """Streams the pool serves in real time on its own: shards x the largest batch size whose step

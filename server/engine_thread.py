@@ -9,9 +9,11 @@ listener on the loop (``call_soon_threadsafe``, so they arrive in order).
 This module is only the bridge: the thread, its lock, and the asyncio side.
 
 Capacity: after compiling, each pool's step is timed at every compiled
-batch size (``StepCosts``). With ``capacity="auto"`` a stream is admitted
+batch size (``StepCosts``), and every step's actual duration keeps a running
+slowdown against those times. With ``capacity="auto"`` a stream is admitted
 only if the predicted step time of all pools together (they share this
-thread) stays within ``realtime_margin`` of a block's duration; with a
+thread), slowdown included, stays within ``realtime_margin`` of a block's
+duration; with a
 number, a pool admits that many streams (a warning is logged when that is
 above what was measured). A refused stream gets ``PoolFullError``.
 
@@ -328,6 +330,8 @@ class Engine:
       self._loop.call_soon_threadsafe(_deliver_error, [stream for stream, _ in batch], err)
       return
     seconds = time.perf_counter() - started
+    lane.costs.observe(lane.pool, seconds)
+    self._metrics.step_slowdown.labels(lane.label).set(lane.costs.slowdown)
     self._metrics.step_seconds.labels(lane.label).observe(seconds)
     self._metrics.step_load.labels(lane.label).observe(seconds / lane.costs.block_seconds)
     self._loop.call_soon_threadsafe(_deliver, [(stream, results[stream.slot]) for stream, _ in batch])

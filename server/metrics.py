@@ -52,6 +52,12 @@ class Metrics:
         "predicted engine time per block over the block's duration, for the streams admitted (all pools)",
         registry=self.registry,
     )
+    self.step_slowdown = Gauge(
+        "carfac_step_slowdown",
+        "running ratio of steps' durations in the server to those measured at start-up (admission includes it)",
+        ["ears"],
+        registry=self.registry,
+    )
     self.step_load = Histogram(
         "carfac_step_load",
         "one step's duration over its block's duration",

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
       2, ge=1, description="batches per pool, stepped in parallel (must divide the pool's slots; at most one per core)"
   )
   realtime_margin: float = Field(
-      0.7, gt=0, le=1, description="with --capacity auto: the share of a block's duration that a step may take"
+      0.5, gt=0, le=1, description="with --capacity auto: the share of a block's duration that a step may take"
   )
   max_lag_s: float = Field(
       2.0, gt=0, description="a stream that the engine falls further behind than this is ended (overloaded, 1013)"
