@@ -123,6 +123,22 @@ def test_a_scheduler_steps_when_every_sending_stream_has_a_block_or_an_interval_
   assert scheduler.missing == 0 and scheduler.finishing == 0 and not scheduler.ready
 
 
+def test_a_stream_more_than_a_block_late_steps_without_waiting_for_the_interval() -> None:
+  """A hiccup leaves a backlog; stepping it one block per interval would keep the stream behind for good."""
+  scheduler = Scheduler(block_seconds=0.01, interval_s=0.01)
+  late, idle = ScheduledStream(), ScheduledStream()
+  scheduler.add(late)
+  scheduler.add(idle)  # still sending, but nothing queued: normally the pool would wait for it
+  block = np.zeros((4, 1), np.float32)
+  scheduler.push(late, [block] * 5, final=False, now=0.0)  # five blocks arrived at once, at 0.0
+  assert len(scheduler.take(now=0.0).blocks) == 1  # the first step (no step for a long time)
+  assert scheduler.take(now=0.001).wake_at == 0.01  # 0.001 s - 0.01 s stepped: early, so it waits
+  assert len(scheduler.take(now=0.03).blocks) == 1  # due anyway; now 0.03 - 0.02 stepped: on time
+  assert len(scheduler.take(now=0.045).blocks) == 1  # before the interval, but 0.045 - 0.02 > one block late
+  assert len(scheduler.take(now=0.046).blocks) == 1  # 0.046 - 0.03: still more than a block behind
+  assert scheduler.take(now=0.047).wake_at == pytest.approx(0.056)  # 0.047 - 0.04: within a block: the interval again
+
+
 def test_a_stream_is_late_only_while_its_queue_never_empties() -> None:
   """Lateness: wall time since the queue last ran empty minus the audio stepped since then."""
   scheduler = Scheduler(block_seconds=0.01, interval_s=0.01, max_lag_s=0.05)
