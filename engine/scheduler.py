@@ -146,8 +146,16 @@ class StepCosts:
   block_seconds: float
   slowdown: float = 1.0  # actual step durations over the measured ones, running (>= 1)
 
+  def __post_init__(self):
+    # A bigger batch never costs less: taking the running maximum over the sizes keeps measurement
+    # noise from admitting more streams at a size than at a smaller one.
+    costs, highest = {}, 0.0
+    for size in sorted(self.seconds):
+      highest = costs[size] = max(highest, self.seconds[size])
+    self.seconds = costs
+
   @classmethod
-  def measure(cls, pool: StreamPool, repeats: int = 5) -> StepCosts:
+  def measure(cls, pool: StreamPool, repeats: int = 15) -> StepCosts:
     return cls(pool.measure_step_seconds(repeats), pool.block_size / pool.hypers.fs)
 
   def load(self, pool: StreamPool, extra: int = 0) -> float:
