@@ -194,16 +194,13 @@ class StreamPool:
         frame_sum=jnp.zeros((self.n_ch, self.n_ears), self.dtype),
         frame_count=jnp.asarray(0, jnp.int32),
     )
-    self._states = self._initial_states()
+    self._states = [jax.tree.map(lambda leaf: jnp.stack([leaf] * shard_slots), self._initial) for _ in range(shards)]
     self._free = list(range(capacity))  # slot numbers not in use
     self._members: list[list[int]] = [[] for _ in range(shards)]  # per shard: its slots, in position order
     self._where: dict[int, tuple[int, int]] = {}  # slot -> (shard, position)
     self._next_frame = [0] * capacity
     self._executor = ThreadPoolExecutor(shards, thread_name_prefix="carfac-shard") if shards > 1 else None
     self._compile()
-
-  def _initial_states(self) -> list[PoolState]:
-    return [jax.tree.map(lambda leaf: jnp.stack([leaf] * self.shard_slots), self._initial) for _ in range(self.shards)]
 
   def _compile(self) -> None:
     """Ahead-of-time compilation: calls below can never trigger a compile."""

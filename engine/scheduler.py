@@ -118,13 +118,14 @@ class Scheduler:
     if not self.ready:
       return Batch([], [], math.inf)
     due = self.last_step + self.interval_s
-    catching_up = any(self.lateness(stream, now) > self.block_seconds for stream in self.ready)
+    lateness = {stream: self.lateness(stream, now) for stream in self.ready}
+    catching_up = max(lateness.values()) > self.block_seconds
     if self.missing and now < due and not catching_up:
       return Batch([], [], due)
     self.last_step = now
     blocks, overdue = [], []
-    for stream in list(self.ready):
-      if self.lateness(stream, now) > self.max_lag_s:
+    for stream, late in lateness.items():
+      if late > self.max_lag_s:
         del self.ready[stream]
         stream.pending.clear()
         stream.overdue = True
@@ -155,8 +156,8 @@ class StepCosts:
     self.seconds = costs
 
   @classmethod
-  def measure(cls, pool: StreamPool, repeats: int = 15) -> StepCosts:
-    return cls(pool.measure_step_seconds(repeats), pool.block_size / pool.hypers.fs)
+  def measure(cls, pool: StreamPool) -> StepCosts:
+    return cls(pool.measure_step_seconds(), pool.block_size / pool.hypers.fs)
 
   def load(self, pool: StreamPool, extra: int = 0) -> float:
     """One step's duration over one block's, with the pool's streams and ``extra`` more joining the

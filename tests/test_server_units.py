@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 
 import numpy as np
@@ -13,7 +12,6 @@ from server_harness import TIMEOUT_S
 
 from engine.pool import BlockResult, PoolFullError
 from server.access import check_access
-from engine.scheduler import ScheduledStream, Scheduler
 from server.engine_thread import Engine
 from server.metrics import Metrics
 from server.outbox import Outbox
@@ -98,68 +96,6 @@ def test_settings_from_environment_and_command_line(monkeypatch) -> None:
     Settings(hop_ms=1.0, min_hop_ms=2.0)
   with pytest.raises(ValueError, match="shards"):
     Settings(capacity=3, shards=2)
-
-
-def test_a_scheduler_steps_when_every_sending_stream_has_a_block_or_an_interval_passed() -> None:
-  scheduler = Scheduler(block_seconds=0.01, interval_s=0.01)
-  a, b = ScheduledStream(), ScheduledStream()
-  scheduler.add(a)
-  scheduler.add(b)
-  block = np.zeros((4, 1), np.float32)
-  slots = lambda batch: [{id(a): 0, id(b): 1}[id(stream)] for stream, _ in batch.blocks]
-  assert scheduler.push(a, [block], final=False, now=1.0)  # the first ready stream: the engine looks
-  assert slots(scheduler.take(now=1.0)) == [0]  # no step for a long time: go
-  assert scheduler.push(a, [block], final=False, now=1.002)
-  assert scheduler.take(now=1.002).wake_at == 1.01  # b has nothing yet: wait for it ...
-  assert scheduler.push(b, [block, block], final=False, now=1.003)  # ... until everyone has a block
-  assert slots(scheduler.take(now=1.003)) == [0, 1]
-  assert scheduler.take(now=1.004).wake_at == 1.013  # b's second block waits for a ...
-  assert slots(scheduler.take(now=1.013)) == [1]  # ... one interval at most
-  scheduler.push(a, [], final=True)  # a finished: nobody else to wait for
-  assert scheduler.missing == 1 and scheduler.take(now=1.02).wake_at == math.inf
-  assert scheduler.finishing == 1
-  scheduler.remove(b)
-  scheduler.remove(a)
-  assert scheduler.missing == 0 and scheduler.finishing == 0 and not scheduler.ready
-
-
-def test_a_stream_more_than_a_block_late_steps_without_waiting_for_the_interval() -> None:
-  """A hiccup leaves a backlog; stepping it one block per interval would keep the stream behind for good."""
-  scheduler = Scheduler(block_seconds=0.01, interval_s=0.01)
-  late, idle = ScheduledStream(), ScheduledStream()
-  scheduler.add(late)
-  scheduler.add(idle)  # still sending, but nothing queued: normally the pool would wait for it
-  block = np.zeros((4, 1), np.float32)
-  scheduler.push(late, [block] * 5, final=False, now=0.0)  # five blocks arrived at once, at 0.0
-  assert len(scheduler.take(now=0.0).blocks) == 1  # the first step (no step for a long time)
-  assert scheduler.take(now=0.001).wake_at == 0.01  # 0.001 s - 0.01 s stepped: early, so it waits
-  assert len(scheduler.take(now=0.03).blocks) == 1  # due anyway; now 0.03 - 0.02 stepped: on time
-  assert len(scheduler.take(now=0.045).blocks) == 1  # before the interval, but 0.045 - 0.02 > one block late
-  assert len(scheduler.take(now=0.046).blocks) == 1  # 0.046 - 0.03: still more than a block behind
-  assert scheduler.take(now=0.047).wake_at == pytest.approx(0.056)  # 0.047 - 0.04: within a block: the interval again
-
-
-def test_a_stream_is_late_only_while_its_queue_never_empties() -> None:
-  """Lateness: wall time since the queue last ran empty minus the audio stepped since then."""
-  scheduler = Scheduler(block_seconds=0.01, interval_s=0.01, max_lag_s=0.05)
-  fast, paused = ScheduledStream(), ScheduledStream()
-  scheduler.add(fast)
-  block = np.zeros((4, 1), np.float32)
-  scheduler.push(fast, [block] * 100, final=False, now=0.0)  # a file sent at once: early, not late
-  for step in range(10):
-    assert scheduler.take(now=step * 0.001).overdue == []
-  assert scheduler.lateness(fast, now=0.01) < 0
-  assert scheduler.take(now=0.2).overdue == [fast]  # 0.2 s after its start only 0.1 s stepped: 0.1 s late
-  assert fast.overdue and not scheduler.push(fast, [block], final=False)  # no more blocks for it
-  scheduler.remove(fast)
-  scheduler.add(paused)
-  scheduler.push(paused, [block], final=False, now=1.0)
-  assert len(scheduler.take(now=1.0).blocks) == 1  # its queue ran empty ...
-  scheduler.push(paused, [block], final=False, now=5.0)  # ... so a pause of 4 s is not lateness
-  batch = scheduler.take(now=5.0)
-  assert len(batch.blocks) == 1 and batch.overdue == []
-  scheduler.remove(paused)
-  assert scheduler.missing == 0 and not scheduler.ready
 
 
 class _Results:
