@@ -15,7 +15,7 @@ from carfac._xla_flags import apply_xla_tuning
 apply_xla_tuning()
 
 from carfac.agc import AgcDesignParameters, AgcHypers, AgcState, AgcWeights
-from carfac.batch import run_segment_batch
+from carfac.batch import agc_period, run_segment_batch
 from carfac.car import CarDesignParameters, CarHypers, CarState, CarWeights
 from carfac.carfac import (
     OUTPUT_NAMES,
@@ -44,6 +44,7 @@ __all__ = [name for name in dir() if not name.startswith("_") and name[0].isuppe
     "cross_couple",
     "design_and_init_carfac",
     "run_segment",
+    "agc_period",
     "run_segment_batch",
     "run_segment_full",
     "run_segment_full_jit",

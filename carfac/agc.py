@@ -242,11 +242,14 @@ def update_stages(
     hypers: Sequence[AgcHypers],
     weights: Sequence[AgcWeights],
     states: list[AgcState],
+    n_firing: int | None = None,
 ) -> list[AgcState]:
   """The decimated update, starting at stage 0 (whose phase just wrapped).
 
-  A slower stage whose phase wraps updates first (inside a ``lax.cond``), so
-  its new memory feeds the faster one, as in the reference recursion.
+  A slower stage whose phase wraps updates first, so its new memory feeds the
+  faster one, as in the reference recursion. Whether it wraps is decided
+  inside a ``lax.cond``, or, where the caller knows it, by ``n_firing``: the
+  number of stages that update now, from ``firing_schedule`` (no branch).
   """
   states = list(states)
 
@@ -262,7 +265,10 @@ def update_stages(
           agc_memory=nxt.agc_memory,
           input_accum=nxt.input_accum + stage_in,
       )
-      if hypers[stage + 1].decimation == 1:
+      if n_firing is not None:
+        if stage + 1 < n_firing:
+          states = fire(stage + 1, states)
+      elif hypers[stage + 1].decimation == 1:
         states = fire(stage + 1, states)
       else:
         states = jax.lax.cond(
@@ -278,6 +284,19 @@ def update_stages(
     return states
 
   return fire(0, states)
+
+
+def firing_schedule(hypers: Sequence[AgcHypers]) -> tuple[int, ...]:
+  """How many stages update at each stage-0 update of one whole AGC period.
+
+  From every phase at 0, stage s > 0 updates at the k-th stage-0 update
+  (k = 1, 2, ...) when k is a multiple of ``decimation[1] * ... *
+  decimation[s]``, and then so have all faster stages. The period is that
+  product over every stage after the first; all phases are back at 0 at its
+  end. Entry ``k - 1`` is the count for the k-th update.
+  """
+  spans = np.cumprod([1] + [h.decimation for h in hypers[1:]])
+  return tuple(int(sum((k + 1) % span == 0 for span in spans)) for k in range(int(spans[-1])))
 
 
 def agc_step(

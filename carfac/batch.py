@@ -13,12 +13,14 @@ of the total AGC decimation) therefore update together once every
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from carfac import agc
 from carfac.carfac import (
     CarfacHypers,
     CarfacState,
@@ -53,6 +55,40 @@ def _where_due(due: jax.Array, new, old):
   return jax.tree.map(pick, new, old)
 
 
+def _summing_scan(step, states, xs, sum_every: int):
+  """Runs ``step`` over the time axis of ``xs``; outputs summed over groups of ``sum_every`` samples.
+
+  With ``sum_every`` 1 the per-sample outputs; otherwise the sums are carried
+  in the loop, so per-sample outputs are never written out.
+  """
+  if sum_every == 1:
+    return jax.lax.scan(step, states, xs)
+  groups = xs.reshape((xs.shape[0] // sum_every, sum_every) + xs.shape[1:])
+  sample_outputs = jax.eval_shape(step, states, xs[0])[1]
+
+  def group_step(states, x_group):
+    def summing_step(carry, x_t):
+      states, sums = carry
+      states, per_sample = step(states, x_t)
+      return (states, {k: sums[k] + per_sample[k] for k in sums}), None
+
+    zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in sample_outputs.items()}
+    (states, sums), _ = jax.lax.scan(summing_step, (states, zeros), x_group)
+    return states, sums
+
+  return jax.lax.scan(group_step, states, groups)
+
+
+def agc_period(hypers: CarfacHypers) -> int:
+  """Samples in one whole AGC period: the product of the stages' decimations."""
+  return int(np.prod([h.decimation for h in hypers.ears[0].agc]))
+
+
+def _all_phases_at_zero(states: CarfacState) -> jax.Array:
+  """Whether every AGC stage of every ear of every stream is at phase 0."""
+  return jnp.all(jnp.stack([jnp.all(a.decim_phase == 0) for s in states.ears for a in s.agc]))
+
+
 def run_segment_batch(
     input_waves: jax.Array,
     hypers: CarfacHypers,
@@ -61,6 +97,7 @@ def run_segment_batch(
     open_loop: bool = False,
     outputs: Sequence[str] = ("naps",),
     sum_every: int = 1,
+    phases_at_zero: bool | None = None,
 ) -> tuple[dict[str, jax.Array], CarfacState]:
   """Runs a batch of independent streams sharing ``hypers`` and ``weights``.
 
@@ -73,6 +110,14 @@ def run_segment_batch(
       many samples (``n_samp`` must be a multiple): the sums are kept in the
       time loop, so a caller that only needs, e.g., frame means avoids
       writing and re-reading every sample's output.
+    phases_at_zero: whether every stream's AGC phases are all 0 at the start
+      (true of the designed state and of any state that has only run
+      segments whose lengths are multiples of ``agc_period(hypers)``). Then,
+      if ``n_samp`` is such a multiple too, the AGC updates come at samples
+      known when tracing, and the time loop has no branch per sample (about
+      2x faster batched). ``None``: checked at run time, both loops compiled.
+      ``True`` is the caller's promise: a state with other phases gives wrong
+      results.
 
   Returns:
     (outputs, new states): each output (n_streams, n_samp // sum_every,
@@ -82,42 +127,73 @@ def run_segment_batch(
   """
   outputs = _checked_outputs(outputs)
   x = _validated_batch(input_waves, hypers, state_dtype(states))
+  n_samp = x.shape[1]
+  if sum_every < 1 or n_samp % sum_every:
+    raise ValueError(f"sum_every={sum_every} must be >= 1 and divide n_samp={n_samp}")
   ear_states = list(states.ears)
   if open_loop:
     ear_states = _open_loop_states(ear_states)
   step_all = jax.vmap(lambda s, x_t: ears_step(hypers, weights, s, x_t, outputs))
-  update_all = jax.vmap(lambda s: update_agc(hypers, weights, s, open_loop))
-
-  def sample_step(ear_states, x_t):
-    ear_states, due, per_sample = step_all(ear_states, x_t)
-    views = jax.lax.cond(
-        jnp.any(due),
-        lambda v: _where_due(due, update_all(v), v),
-        lambda v: v,
-        agc_view(ear_states),
-    )
-    return merge_agc_view(ear_states, views), per_sample
-
   time_major = jnp.swapaxes(x, 0, 1)
-  if sum_every == 1:
-    ear_states, seg = jax.lax.scan(sample_step, ear_states, time_major)
+
+  def checked_loop(ear_states):
+    """Any phases: the AGC update under a branch on "any stream due", every sample."""
+    update_all = jax.vmap(lambda s: update_agc(hypers, weights, s, open_loop))
+
+    def sample_step(ear_states, x_t):
+      ear_states, due, per_sample = step_all(ear_states, x_t)
+      views = jax.lax.cond(
+          jnp.any(due),
+          lambda v: _where_due(due, update_all(v), v),
+          lambda v: v,
+          agc_view(ear_states),
+      )
+      return merge_agc_view(ear_states, views), per_sample
+
+    return _summing_scan(sample_step, ear_states, time_major, sum_every)
+
+  def scheduled_loop(ear_states):
+    """Phases at zero: stage 0 updates after every ``decimation[0]`` samples, for every stream.
+
+    The samples between updates run with no branch; the slower stages
+    decide whether they update under their own branches, once per update.
+    """
+    group = hypers.ears[0].agc[0].decimation
+    unit = math.gcd(sum_every, group)  # outputs summed in the loop over this many samples
+    schedule = agc.firing_schedule(hypers.ears[0].agc)
+    updates = [  # one branch per count of updating stages
+        jax.vmap(lambda s, n=n: update_agc(hypers, weights, s, open_loop, n))
+        for n in range(1, max(schedule) + 1)
+    ]
+    branch_of_group = jnp.asarray(schedule, jnp.int32) - 1
+
+    def plain_step(ear_states, x_t):
+      ear_states, _, per_sample = step_all(ear_states, x_t)
+      return ear_states, per_sample
+
+    def group_step(ear_states, index_and_x):
+      index, x_group = index_and_x
+      ear_states, sums = _summing_scan(plain_step, ear_states, x_group, unit)
+      branch = branch_of_group[index % len(schedule)]
+      return merge_agc_view(ear_states, jax.lax.switch(branch, updates, agc_view(ear_states))), sums
+
+    groups = time_major.reshape((n_samp // group, group) + time_major.shape[1:])
+    indices = jnp.arange(n_samp // group, dtype=jnp.int32)
+    ear_states, seg = jax.lax.scan(group_step, ear_states, (indices, groups))
+    # (n_samp // group, group // unit, ...) -> (n_samp // sum_every, ...)
+    seg = {
+        k: v.reshape((n_samp // sum_every, sum_every // unit) + v.shape[2:]).sum(axis=1)
+        for k, v in seg.items()
+    }
+    return ear_states, seg
+
+  if n_samp % agc_period(hypers) or phases_at_zero is False:
+    ear_states, seg = checked_loop(ear_states)
+  elif phases_at_zero:
+    ear_states, seg = scheduled_loop(ear_states)
   else:
-    n_samp = x.shape[1]
-    if sum_every < 1 or n_samp % sum_every:
-      raise ValueError(f"sum_every={sum_every} must be >= 1 and divide n_samp={n_samp}")
-    groups = time_major.reshape((n_samp // sum_every, sum_every) + time_major.shape[1:])
-    sample_outputs = jax.eval_shape(sample_step, ear_states, time_major[0])[1]
-
-    def group_step(ear_states, x_group):
-      def summing_step(carry, x_t):
-        ear_states, sums = carry
-        ear_states, per_sample = sample_step(ear_states, x_t)
-        return (ear_states, {k: sums[k] + per_sample[k] for k in sums}), None
-
-      zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in sample_outputs.items()}
-      (ear_states, sums), _ = jax.lax.scan(summing_step, (ear_states, zeros), x_group)
-      return ear_states, sums
-
-    ear_states, seg = jax.lax.scan(group_step, ear_states, groups)
+    ear_states, seg = jax.lax.cond(
+        _all_phases_at_zero(states), scheduled_loop, checked_loop, ear_states
+    )
   seg = {name: jnp.swapaxes(values, 0, 1) for name, values in seg.items()}
   return seg, CarfacState(ears=ear_states)

@@ -282,10 +282,15 @@ def update_agc(
     weights: CarfacWeights,
     states: list[ear.EarState],
     open_loop: bool,
+    n_firing: int | None = None,
 ) -> list[ear.EarState]:
-  """The decimated work: AGC stages of every ear, coupling, loop closure."""
+  """The decimated work: AGC stages of every ear, coupling, loop closure.
+
+  ``n_firing``: how many AGC stages update, where the caller knows it (see
+  ``agc.firing_schedule``); by default decided from the phases.
+  """
   states = [
-      dataclasses.replace(s, agc=agc.update_stages(h.agc, w.agc, s.agc))
+      dataclasses.replace(s, agc=agc.update_stages(h.agc, w.agc, s.agc, n_firing))
       for h, w, s in zip(hypers.ears, weights.ears, states)
   ]
   states = cross_couple(hypers, weights, states)

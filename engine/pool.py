@@ -84,12 +84,22 @@ def _shard_step(state: PoolState, blocks, active, *, hypers, weights, granule, n
   With no raw outputs the model returns NAP sums over ``granule`` samples,
   and frames are closed on that coarser time grid (hops and frame counts
   are multiples of the granule, so no group straddles two frames).
+
+  Every slot starts from the designed state (AGC phases at 0) and only ever
+  runs whole blocks, so when a block is a whole number of AGC periods every
+  phase is at 0 at every step: the model runs its branch-free schedule.
   """
-  if raw_outputs:
-    outputs = tuple(dict.fromkeys(("naps",) + raw_outputs))
-    seg, model = carfac.run_segment_batch(blocks, hypers, weights, state.model, outputs=outputs)
-  else:
-    seg, model = carfac.run_segment_batch(blocks, hypers, weights, state.model, sum_every=granule)
+  phases_at_zero = blocks.shape[1] % carfac.agc_period(hypers) == 0
+  outputs = tuple(dict.fromkeys(("naps",) + raw_outputs))
+  seg, model = carfac.run_segment_batch(
+      blocks,
+      hypers,
+      weights,
+      state.model,
+      outputs=outputs,
+      sum_every=1 if raw_outputs else granule,
+      phases_at_zero=phases_at_zero,
+  )
   reduce = functools.partial(reduce_to_frames, n_out=n_frames_out)
   step = granule if not raw_outputs else 1
   frames, n_frames, frame_sum, frame_count = jax.vmap(reduce)(
@@ -141,10 +151,10 @@ class StreamPool:
   most frames one block can close. Every hop must be a multiple of
   ``frame_granule`` (default: the largest that divides ``block_size``,
   ``hop`` and ``min_hop``; 1 when raw outputs are requested). A
-  ``block_size`` that is a multiple of the AGC's total decimation (64 by
-  default) keeps every stream's AGC phase aligned, so the decimated AGC work
-  runs once per ``decimation[0]`` samples for the whole shard (any block
-  size is exact, only slower). ``shards`` (default 1) must divide
+  ``block_size`` that is a multiple of the AGC period (``carfac.agc_period``,
+  64 samples by default) keeps every stream's AGC phases at 0 at each step,
+  so the decimated AGC work is laid out when compiling, with no branch per
+  sample (about 2x faster batched; any block size is exact, only slower). ``shards`` (default 1) must divide
   ``capacity``. ``buckets``: the batch sizes compiled per shard (default
   ``bucket_ladder(capacity // shards)``; the shard size is always one).
   """
