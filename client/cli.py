@@ -10,7 +10,10 @@ pace), with a progress bar on a terminal. The ``.npz`` has the keys that
 (channel 0 highest), ``sample_rate_hz`` (the model's), ``hop_samples`` (at the
 model rate) and ``source``, plus ``dropped_rows`` (rows the server dropped
 for a slow reader; they are zeros in ``nap``). ``--png`` draws the cochleagram
-(frequency in Hz, time in s). Exit status: 0 done, 1 the server refused or
+(frequency in Hz, time in s). A start the server refuses for now
+(``pool_full``, ``too_many_connections``, ``not_ready``, ``shutting_down``) is tried again (``--retries``, exponential
+``--retry-backoff-s``); behind a load balancer the next try reaches another
+replica. Exit status: 0 done, 1 the server refused or
 ended the stream, 2 a local problem (file, device, connection, arguments).
 """
 
@@ -24,7 +27,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterable, Iterator
+from typing import Any, AsyncIterable, Awaitable, Callable, Iterator
 
 import numpy as np
 from websockets.exceptions import WebSocketException
@@ -33,7 +36,7 @@ from client import cochleagram
 from client.progress import Progress
 from client.protocol import SAMPLE_FORMATS, StreamRequest, auth_headers
 from client.sources import in_thread, realtime
-from client.stream import Session, StreamFailed, stream
+from client.stream import Session, StreamFailed, stream, with_retries
 from engine.file_source import FileSource
 from engine.microphone import MicrophoneSource, device_argument
 from engine.nap_file import save_nap_npz
@@ -80,13 +83,11 @@ async def _stream_file(args: argparse.Namespace, stop: threading.Event) -> Sessi
   if args.realtime:
     chunks = realtime(chunks, source.sample_rate)
   progress = Progress(source.frames / source.sample_rate, sys.stderr if sys.stderr.isatty() else None)
+  tracked = progress.track(chunks, source.sample_rate)
   try:
-    return await stream(
-        args.url,
-        request,
-        progress.track(chunks, source.sample_rate),
-        headers=auth_headers(args.token),
-        on_frames=progress.on_frames,
+    return await _retrying(
+        args,
+        lambda: stream(args.url, request, tracked, headers=auth_headers(args.token), on_frames=progress.on_frames),
     )
   finally:
     progress.close()
@@ -99,7 +100,17 @@ async def _stream_microphone(args: argparse.Namespace, stop: threading.Event) ->
     if args.seconds is not None:
       asyncio.get_running_loop().call_later(args.seconds, stop.set)
     print(f"{mic.device_name}: {mic.sample_rate:g} Hz -> {args.url}; Ctrl-C stops", file=sys.stderr)
-    return await stream(args.url, request, in_thread(mic, stop), headers=auth_headers(args.token))
+    chunks = in_thread(mic, stop)
+    return await _retrying(args, lambda: stream(args.url, request, chunks, headers=auth_headers(args.token)))
+
+
+def _say_retry(tries: int, error: dict, delay_s: float) -> None:
+  print(f"the server answered {error['code']}: try {tries + 1} in {delay_s:g} s", file=sys.stderr)
+
+
+async def _retrying(args: argparse.Namespace, attempt: Callable[[], Awaitable[Session]]) -> Session:
+  """``attempt`` under ``--retries`` and ``--retry-backoff-s``."""
+  return await with_retries(attempt, args.retries, args.retry_backoff_s, _say_retry)
 
 
 async def _run_stream(args: argparse.Namespace) -> Session:
@@ -156,6 +167,19 @@ def parser() -> argparse.ArgumentParser:
   )
   command.add_argument("--rate", type=float, help="capture rate, Hz (--mic; default: the device's)")
   command.add_argument("--seconds", type=float, help="stop the microphone after this long (default: Ctrl-C)")
+  command.add_argument(
+      "--retries",
+      type=int,
+      default=3,
+      help="when the server refuses the start for now (pool_full, too_many_connections, not_ready, "
+      "shutting_down), try again this many times (behind a load balancer: another replica); default 3",
+  )
+  command.add_argument(
+      "--retry-backoff-s",
+      type=float,
+      default=0.5,
+      help="wait before the first retry, doubled before each next one (default 0.5 s)",
+  )
   return top
 
 
@@ -168,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments.error("nothing to write: give --out and/or --png")
   if args.realtime and args.mic:
     arguments.error("--realtime is for files (a microphone is real time)")
+  if args.retries < 0 or args.retry_backoff_s < 0:
+    arguments.error("--retries and --retry-backoff-s must be >= 0")
   try:
     return stream_command(args)
   except StreamFailed as err:

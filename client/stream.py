@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from typing import Any, AsyncIterable, Callable, Mapping
+from typing import Any, AsyncIterable, Awaitable, Callable, Mapping
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
@@ -28,6 +28,11 @@ OnReady = Callable[[dict[str, Any]], None]
 OnFrames = Callable[[dict[str, int], np.ndarray], None]
 
 REPLY_TIMEOUT_S = 30.0  # longest wait for ready after start, and for the close after stop
+
+#: Error codes with which a server refuses a start that another try (or another
+#: replica behind a load balancer) may accept: its pool or its connections are
+#: full, it is still compiling, or it is draining.
+RETRYABLE_ERRORS = frozenset({"pool_full", "too_many_connections", "not_ready", "shutting_down"})
 
 
 class MissingRowsError(ValueError):
@@ -168,6 +173,40 @@ async def stream(
     finally:
       reader.cancel()  # a no-op once it has finished
   return session
+
+
+def refused_for_now(session: Session) -> bool:
+  """Whether the server refused the start (no ready) with an error worth another try."""
+  return session.ready is None and session.error is not None and session.error["code"] in RETRYABLE_ERRORS
+
+
+OnRetry = Callable[[int, dict[str, Any], float], None]
+
+
+async def with_retries(
+    attempt: Callable[[], Awaitable[Session]],
+    retries: int,
+    backoff_s: float,
+    on_retry: OnRetry | None = None,
+) -> Session:
+  """``attempt()`` again while the server refuses it for now, at most ``retries`` more times.
+
+  Try n + 1 waits ``backoff_s * 2**(n - 1)`` after a refusal: 0.5, 1, 2 s for
+  a ``backoff_s`` of 0.5. Nothing was streamed on a refused try (audio flows
+  only after ready), so the same audio source serves the next one. Returns
+  the last try's session; ``on_retry(try number, error, delay)`` is told
+  before each wait.
+  """
+  tries = 0
+  while True:
+    session = await attempt()
+    if tries == retries or not refused_for_now(session):
+      return session
+    delay = backoff_s * 2**tries
+    tries += 1
+    if on_retry is not None:
+      on_retry(tries, session.error, delay)
+    await asyncio.sleep(delay)
 
 
 async def _ready_or_closed(ready: asyncio.Event, reader: asyncio.Task, timeout_s: float) -> bool:

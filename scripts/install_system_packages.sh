@@ -8,12 +8,13 @@
 #                                        engine (runc: crun refuses this host's hybrid cgroups)
 #   debootstrap                          the image's Debian base, made locally (no registry is reachable)
 #   uidmap fuse-overlayfs slirp4netns    podman's helpers for user namespaces, storage and networking
+#   haproxy                              the load balancer that tests/test_load_balancer.py puts in front of replicas
 #   chromium                             the browser that tests/test_web_page.py drives (Python playwright,
 #                                        which cannot download its own browser here)
 # apt-get runs only when one of them is missing, so a prepared machine pays
 # one dpkg-query. Needs root (as in CI; no sudo is used).
 set -euo pipefail
-PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins sox
+PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins sox haproxy
   podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns chromium)
 
 missing=()
