@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import os
 import signal
 import sys
@@ -36,7 +38,7 @@ from client import cochleagram
 from client.progress import Progress
 from client.protocol import SAMPLE_FORMATS, StreamRequest, auth_headers
 from client.sources import in_thread, realtime
-from client.stream import Session, StreamFailed, stream, with_retries
+from client.stream import Session, StreamFailed, joined, resume_token_of, stream, with_retries
 from engine.file_source import FileSource
 from engine.microphone import MicrophoneSource, device_argument
 from engine.nap_file import save_nap_npz
@@ -75,20 +77,27 @@ def _stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
 
 
 async def _stream_file(args: argparse.Namespace, stop: threading.Event) -> Session:
-  """The file in ``--chunk-ms`` chunks, as fast as the server reads them or in real time."""
+  """The file in ``--chunk-ms`` chunks, as fast as the server reads them or in real time.
+
+  A drained server's resume token continues the stream from the first
+  sample that server did not take.
+  """
   source = FileSource(args.file)
   source.chunk_frames = max(1, round(args.chunk_ms * source.sample_rate / 1000))
   request = StreamRequest(source.sample_rate, source.channels, args.format, args.hop_ms)
-  chunks: AsyncIterable[np.ndarray] = in_thread(source, stop)
-  if args.realtime:
-    chunks = realtime(chunks, source.sample_rate)
   progress = Progress(source.frames / source.sample_rate, sys.stderr if sys.stderr.isatty() else None)
-  tracked = progress.track(chunks, source.sample_rate)
+
+  def connection(resume_token: str | None, samples_taken: int) -> Awaitable[Session]:
+    source.start_frame = samples_taken
+    chunks: AsyncIterable[np.ndarray] = in_thread(source, stop)
+    if args.realtime:
+      chunks = realtime(chunks, source.sample_rate)
+    tracked = progress.track(chunks, source.sample_rate)
+    resumed = dataclasses.replace(request, resume_token=resume_token)
+    return stream(args.url, resumed, tracked, headers=auth_headers(args.token), on_frames=progress.on_frames)
+
   try:
-    return await _retrying(
-        args,
-        lambda: stream(args.url, request, tracked, headers=auth_headers(args.token), on_frames=progress.on_frames),
-    )
+    return await _resuming(args, connection, stop)
   finally:
     progress.close()
 
@@ -101,16 +110,38 @@ async def _stream_microphone(args: argparse.Namespace, stop: threading.Event) ->
       asyncio.get_running_loop().call_later(args.seconds, stop.set)
     print(f"{mic.device_name}: {mic.sample_rate:g} Hz -> {args.url}; Ctrl-C stops", file=sys.stderr)
     chunks = in_thread(mic, stop)
-    return await _retrying(args, lambda: stream(args.url, request, chunks, headers=auth_headers(args.token)))
+
+    def connection(resume_token: str | None, samples_taken: int) -> Awaitable[Session]:
+      # Live audio: what was captured while the stream moved is not sent again.
+      resumed = dataclasses.replace(request, resume_token=resume_token)
+      return stream(args.url, resumed, chunks, headers=auth_headers(args.token))
+
+    return await _resuming(args, connection, stop)
+
+
+#: Most drains one stream follows to another replica.
+MAX_RESUMES = 16
+
+Connection = Callable[[str | None, int], Awaitable[Session]]
 
 
 def _say_retry(tries: int, error: dict, delay_s: float) -> None:
   print(f"the server answered {error['code']}: try {tries + 1} in {delay_s:g} s", file=sys.stderr)
 
 
-async def _retrying(args: argparse.Namespace, attempt: Callable[[], Awaitable[Session]]) -> Session:
-  """``attempt`` under ``--retries`` and ``--retry-backoff-s``."""
-  return await with_retries(attempt, args.retries, args.retry_backoff_s, _say_retry)
+async def _resuming(args: argparse.Namespace, connection: Connection, stop: threading.Event) -> Session:
+  """``connection(resume token, samples the server took)``: tried again under ``--retries`` when refused
+  for now, and opened again with the token when a draining server hands the stream over."""
+  sessions: list[Session] = []
+  token, taken = None, 0
+  while True:
+    attempt = functools.partial(connection, token, taken)
+    sessions.append(await with_retries(attempt, args.retries, args.retry_backoff_s, _say_retry))
+    token = resume_token_of(sessions[-1])
+    if token is None or stop.is_set() or len(sessions) > MAX_RESUMES:
+      return joined(sessions)
+    taken = sessions[-1].end["samples_received"]
+    print(f"the server handed the stream over after {taken} samples; resuming", file=sys.stderr)
 
 
 async def _run_stream(args: argparse.Namespace) -> Session:

@@ -43,6 +43,7 @@ class StreamRequest:
   format: str = "f32le"
   hop_ms: float | None = None
   outputs: tuple[str, ...] | None = None  # None: frames only
+  resume_token: str | None = None  # from the end message of a stream a server drained: continue it
 
   def __post_init__(self) -> None:
     if self.format not in SAMPLE_FORMATS:
@@ -60,6 +61,8 @@ class StreamRequest:
       message["hop_ms"] = float(self.hop_ms)
     if self.outputs is not None:
       message["outputs"] = list(self.outputs)
+    if self.resume_token is not None:
+      message["resume_token"] = self.resume_token
     return json.dumps(message)
 
   def encode(self, audio: np.ndarray) -> bytes:

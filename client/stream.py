@@ -175,6 +175,26 @@ async def stream(
   return session
 
 
+def joined(sessions: list[Session]) -> Session:
+  """One stream carried by several connections (resumed after drains): all their rows, the last end.
+
+  Rows keep their stream indices, so ``rows`` of the result reads them in
+  order; the ready message is the first connection's.
+  """
+  whole = Session(ready=sessions[0].ready, close_code=sessions[-1].close_code)
+  for session in sessions:
+    whole.headers += session.headers
+    whole.payloads += session.payloads
+  whole.texts = [t for s in sessions[:-1] for t in s.texts if t["type"] != "end"] + sessions[-1].texts
+  return whole
+
+
+def resume_token_of(session: Session) -> str | None:
+  """The token to continue ``session`` with, if a draining server handed it over."""
+  end = session.end
+  return end.get("resume_token") if end is not None and end["reason"] == "shutdown" else None
+
+
 def refused_for_now(session: Session) -> bool:
   """Whether the server refused the start (no ready) with an error worth another try."""
   return session.ready is None and session.error is not None and session.error["code"] in RETRYABLE_ERRORS

@@ -44,6 +44,28 @@ class BlockFeed:
     """Model-rate samples produced so far (padding of the last block excluded)."""
     return self._reblocker.samples_in
 
+  def held_samples(self) -> np.ndarray:
+    """Model-rate samples received but not yet in a block, (n, channels); the resampler's own history excluded."""
+    return self._reblocker.held()
+
+  def restore(self, blocks_done: int, held: np.ndarray) -> None:
+    """Continues a stream whose first ``blocks_done`` blocks were run elsewhere; ``held``: its ``held_samples``.
+
+    The resampler starts afresh: when it resamples, the samples it held back
+    are lost and its filter restarts (a short discontinuity); at the model's
+    rate the continuation is exact.
+    """
+    held = np.asarray(held, np.float32)
+    block_size = self._reblocker.block_size
+    if held.ndim != 2 or held.shape[1] != self.channels or len(held) >= block_size:
+      raise ValueError(f"held samples must be (n < {block_size}, {self.channels}), got {held.shape}")
+    if not np.isfinite(held).all() or np.abs(held).max(initial=0) > MAX_SAMPLE:
+      raise ValueError("held samples must be finite and within the clipping level")
+    if self._reblocker.samples_in or self._reblocker.pending:
+      raise ValueError("restore needs a fresh feed")
+    self._reblocker.samples_in = blocks_done * block_size
+    self._reblocker.push(held)
+
   def push(self, chunk: np.ndarray) -> list[np.ndarray]:
     """Adds one chunk; returns the (block_size, channels) blocks it completes."""
     chunk = np.asarray(chunk, np.float32)

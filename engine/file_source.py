@@ -30,9 +30,12 @@ class FileSource:
     self.sample_rate = float(info.samplerate)
     self.channels = info.channels
     self.frames = info.frames
+    self.start_frame = 0  # where iteration begins (a resumed stream goes on from there)
 
   def __iter__(self) -> Iterator[np.ndarray]:
-    """The file from the start, as float32 (n, channels) chunks."""
+    """The file from ``start_frame``, as float32 (n, channels) chunks."""
     with self._soundfile.SoundFile(str(self.path)) as audio:
+      if self.start_frame:
+        audio.seek(self.start_frame)
       while len(chunk := audio.read(self.chunk_frames, dtype="float32", always_2d=True)):
         yield chunk

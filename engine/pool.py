@@ -70,6 +70,23 @@ class PoolState:
 
 
 @dataclasses.dataclass(frozen=True)
+class SlotState:
+  """One stream's whole pool state on the host, to continue it in another pool of the same design.
+
+  ``arrays``: every leaf of the slot's ``PoolState`` (model state, hop,
+  unfinished frame), keyed by its path; ``next_frame``: the stream-wide
+  index of the next frame it will close.
+  """
+
+  arrays: dict[str, np.ndarray]
+  next_frame: int
+
+
+def _leaf_paths(state: PoolState) -> list[str]:
+  return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+
+
+@dataclasses.dataclass(frozen=True)
 class BlockResult:
   """What one block of one stream produced."""
 
@@ -237,6 +254,11 @@ class StreamPool:
     self._move = jax.jit(_move_slot, donate_argnums=0).lower(state, scalar, scalar).compile()
 
   @property
+  def initial_state(self) -> PoolState:
+    """The state a stream joins with (one slot, unbatched): the designed model state."""
+    return self._initial
+
+  @property
   def active_streams(self) -> int:
     return self.capacity - len(self._free)
 
@@ -261,26 +283,54 @@ class StreamPool:
     """Pole frequency of each channel, Hz (channel 0 highest)."""
     return np.asarray(self.hypers.ears[0].pole_freqs)
 
-  def join(self, hop: int | None = None) -> int:
-    """Takes a free slot, starting from the designed initial state, in the least loaded shard.
+  def join(self, hop: int | None = None, resume: SlotState | None = None) -> int:
+    """Takes a free slot in the least loaded shard, from the designed initial state or ``resume``.
 
     ``hop``: this stream's frame hop in samples (default: the pool's), at
-    least ``min_hop`` and a multiple of ``frame_granule``.
+    least ``min_hop`` and a multiple of ``frame_granule``. ``resume``: a
+    stream's state from ``export_slot`` of a pool of the same design; it goes
+    on exactly where it was (frame indices included). A state whose leaves
+    differ from this pool's in name, shape or dtype raises ``ValueError``.
     """
     hop = self.hop if hop is None else int(hop)
     if hop < self.min_hop or hop % self.frame_granule:
       raise ValueError(
           f"hop {hop} must be >= {self.min_hop} samples and a multiple of {self.frame_granule}"
       )
+    start = self._initial if resume is None else self._checked_resume(resume)
     if not self._free:
       raise PoolFullError(f"all {self.capacity} stream slots are in use")
     shard = min(range(self.shards), key=lambda s: len(self._members[s]))
     slot, position = self._free.pop(0), len(self._members[shard])
     self._members[shard].append(slot)
     self._where[slot] = (shard, position)
-    self._states[shard] = self._reset(self._states[shard], self._initial, np.int32(position), np.int32(hop))
-    self._next_frame[slot] = 0
+    self._states[shard] = self._reset(self._states[shard], start, np.int32(position), np.int32(hop))
+    self._next_frame[slot] = 0 if resume is None else resume.next_frame
     return slot
+
+  def export_slot(self, slot: int) -> SlotState:
+    """A copy, on the host, of ``slot``'s whole state (see ``SlotState``), between steps."""
+    self._require_in_use(slot)
+    shard, position = self._where[slot]
+    leaves = [np.asarray(leaf)[position].copy() for leaf in jax.tree.leaves(self._states[shard])]
+    return SlotState(dict(zip(_leaf_paths(self._initial), leaves)), self._next_frame[slot])
+
+  def _checked_resume(self, resume: SlotState) -> PoolState:
+    """``resume`` as an unbatched ``PoolState``, if it has exactly this pool's leaves and finite values."""
+    expected = dict(zip(_leaf_paths(self._initial), jax.tree.leaves(self._initial)))
+    if set(resume.arrays) != set(expected):
+      raise ValueError("the state's leaves are not this pool's (another design?)")
+    leaves = []
+    for path, leaf in expected.items():
+      array = np.asarray(resume.arrays[path])
+      if array.shape != leaf.shape or array.dtype != leaf.dtype:
+        raise ValueError(f"state leaf {path}: {array.dtype}{array.shape}, this pool has {leaf.dtype}{leaf.shape}")
+      if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"state leaf {path} has NaN or Inf values")
+      leaves.append(array)
+    if not isinstance(resume.next_frame, int) or resume.next_frame < 0:
+      raise ValueError(f"next_frame must be an int >= 0, got {resume.next_frame!r}")
+    return jax.tree.unflatten(jax.tree.structure(self._initial), leaves)
 
   def leave(self, slot: int) -> None:
     """Frees ``slot`` (the next stream to take it starts afresh); its shard's last stream moves into its place."""

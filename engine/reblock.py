@@ -28,6 +28,10 @@ class Reblocker:
     """Samples held back, waiting for a full block."""
     return self._filled
 
+  def held(self) -> np.ndarray:
+    """A copy of the held-back samples, (pending, channels)."""
+    return self._buffer[: self._filled].copy()
+
   def push(self, samples: np.ndarray) -> list[np.ndarray]:
     """Adds samples; returns the blocks they complete (each a fresh array)."""
     samples = np.asarray(samples).reshape(-1, self.channels)

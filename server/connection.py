@@ -4,10 +4,12 @@
            -> audio ... (frames flow back from a sender task) -> stop
            -> flush -> end -> close 1000
 
+A start with ``resume_token`` continues a stream another replica drained.
 Every failure becomes a JSON ``error`` and its close code (``ProtocolError``);
 anything unexpected is reported as ``internal`` (1011). On server shutdown the
 conversation is cancelled where it waits, the stream is flushed as after a
-stop, and the connection closes with 1001.
+stop (with a resume key: handed over, its ``end`` carrying a resume token,
+see ``server.resume``), and the connection closes with 1001.
 """
 
 from __future__ import annotations
@@ -74,14 +76,15 @@ class Connection:
       self._conversation.result()  # raises what ended it
       await self._finish("stop", 1000)
     elif self._session is not None:
-      await self._finish("shutdown", ErrorKind.SHUTTING_DOWN.close_code)
+      await self._finish("shutdown", ErrorKind.SHUTTING_DOWN.close_code, hand_over=self._service.resumable)
     else:
       raise ProtocolError(ErrorKind.SHUTTING_DOWN, "the server is shutting down")
 
   async def _converse(self) -> None:
     """start -> ready -> audio until stop (returns at stop)."""
-    spec = negotiate(await self._receive_start(), self._settings)
-    self._session = session = await self._service.open_session(spec)
+    start = await self._receive_start()
+    spec = negotiate(start, self._settings)
+    self._session = session = await self._service.open_session(spec, start.resume_token)
     await self._ws.send_json(session.ready_message())
     self._sender = asyncio.create_task(self._send_frames(session))
     while True:
@@ -136,14 +139,25 @@ class Connection:
       self._client_gone = True
       session.abandon()
 
-  async def _finish(self, reason: str, close_code: int) -> None:
-    """Flushes the stream, sends what is left, then ``end`` and the close."""
+  async def _finish(self, reason: str, close_code: int, hand_over: bool = False) -> None:
+    """Flushes the stream, sends what is left, then ``end`` and the close.
+
+    ``hand_over`` (shutdown with a resume key): no flush; the rows of the
+    full blocks, then ``end`` with a resume token. The samples of the
+    unfinished block travel in the token instead of being zero-padded, so
+    the stream continues elsewhere as if never stopped, and no row is sent
+    twice.
+    """
     session = self._session
-    session.finish()
+    if not hand_over:
+      session.finish()
     idle = self._settings.idle_timeout_s
+    token = None
     try:
       async with asyncio.timeout(idle):
         await session.wait_done()
+        if hand_over:
+          token = await self._service.resume_token(session)
         self._leave_engine()  # the engine's part is over: the slot is free while the client reads
         session.outbox.close()
         if self._sender is not None:
@@ -152,7 +166,7 @@ class Connection:
       raise ProtocolError(ErrorKind.IDLE_TIMEOUT, f"the client did not read its frames within {idle:g} s") from None
     if self._client_gone:
       raise ClientGone()  # (the WebSocket is closed: no end message to send)
-    await self._ws.send_json(session.end_message(reason))
+    await self._ws.send_json(session.end_message(reason, token))
     await self._ws.close(close_code)
 
   async def _fail(self, error: ProtocolError) -> None:

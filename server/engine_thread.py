@@ -40,7 +40,7 @@ import numpy as np
 
 import carfac
 from engine.compile_cache import enable_compilation_cache
-from engine.pool import BlockResult, PoolFullError, StreamPool
+from engine.pool import BlockResult, PoolFullError, SlotState, StreamPool
 from engine.scheduler import ScheduledStream, Scheduler, StepCosts
 from server.metrics import Metrics
 from server.settings import Settings
@@ -88,6 +88,7 @@ class _JoinRequest:
   hop: int
   listener: StreamListener
   deadline: float  # monotonic: the longest it waits for a finishing stream's slot
+  resume: SlotState | None = None  # a drained stream's state to continue from
   future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
 
 
@@ -167,10 +168,16 @@ class Engine:
     if self._thread is not None:
       self._thread.join(timeout)
 
-  async def join(self, ears: int, hop: int, listener: StreamListener) -> EngineStream:
-    """Takes a slot in the ``ears`` pool; raises ``PoolFullError`` when it has no room (see above)."""
+  async def join(
+      self, ears: int, hop: int, listener: StreamListener, resume: SlotState | None = None
+  ) -> EngineStream:
+    """Takes a slot in the ``ears`` pool; raises ``PoolFullError`` when it has no room (see above).
+
+    ``resume``: start from a drained stream's exported state (``ValueError``
+    if it does not fit the pool).
+    """
     lane = self.lane(ears)
-    request = _JoinRequest(hop, listener, time.monotonic() + self._settings.join_wait_s)
+    request = _JoinRequest(hop, listener, time.monotonic() + self._settings.join_wait_s, resume)
     self._command(lambda: self._admit(lane, request) or lane.waiting.append(request))
     try:
       return await asyncio.wrap_future(request.future)
@@ -192,7 +199,7 @@ class Engine:
     try:
       if not self._room_for_one_more(lane):
         raise PoolFullError(f"the {lane.label}-ear pool is at its real-time capacity")
-      slot = lane.pool.join(request.hop)
+      slot = lane.pool.join(request.hop, request.resume)
     except PoolFullError as err:
       with self._cond:
         if lane.scheduler.finishing and time.monotonic() < request.deadline:
@@ -226,6 +233,19 @@ class Engine:
         return
       if stream.lane.scheduler.push(stream, blocks, final):
         self._cond.notify()
+
+  async def export(self, stream: EngineStream) -> SlotState:
+    """``stream``'s pool state, copied on the engine thread between steps (its blocks must all be done)."""
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def export() -> None:
+      try:
+        _settle(future, result=stream.lane.pool.export_slot(stream.slot))
+      except Exception as err:
+        _settle(future, exception=err)
+
+    self._command(export)
+    return await asyncio.wrap_future(future)
 
   def close(self, stream: EngineStream) -> None:
     with self._cond:

@@ -55,6 +55,8 @@ class ErrorKind(enum.Enum):
   TOO_MANY_CONNECTIONS = ("too_many_connections", 1013)
   NOT_READY = ("not_ready", 1013)
   SHUTTING_DOWN = ("shutting_down", 1001)
+  INVALID_RESUME_TOKEN = ("invalid_resume_token", 1008)  # malformed, not ours, another stream or design
+  RESUME_TOKEN_EXPIRED = ("resume_token_expired", 1008)
 
   @property
   def code(self) -> str:
@@ -87,6 +89,7 @@ class StartMessage(BaseModel):
   format: str
   hop_ms: float | None = None
   outputs: list[str] = Field(default_factory=lambda: ["frames"], min_length=1)
+  resume_token: str | None = None  # from the end message of a stream the server drained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +101,16 @@ class StreamSpec:
   sample_dtype: np.dtype
   hop: int  # model samples per frame
   outputs: tuple[str, ...]
+
+  def identity(self) -> dict[str, Any]:
+    """What a resumed stream must be started with again: the same audio, hop and outputs."""
+    return {
+        "sample_rate": self.sample_rate,
+        "channels": self.channels,
+        "format": next(name for name, dtype in SAMPLE_FORMATS.items() if dtype == self.sample_dtype),
+        "hop": self.hop,
+        "outputs": list(self.outputs),
+    }
 
 
 def parse_json(text: str) -> dict[str, Any]:
@@ -214,9 +227,10 @@ def end_message(
     rows: dict[str, int],
     dropped_rows: int,
     messages: int,
+    resume_token: str | None = None,
 ) -> dict[str, Any]:
-  """The last message of a flushed stream: what was received and produced."""
-  return {
+  """The last message of a stream: what was received and produced (and, drained, how to resume it)."""
+  message = {
       "type": "end",
       "reason": reason,
       "samples_received": samples_received,
@@ -225,3 +239,6 @@ def end_message(
       "dropped_rows": dropped_rows,
       "messages": messages,
   }
+  if resume_token is not None:
+    message["resume_token"] = resume_token
+  return message

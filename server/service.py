@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from typing import Any, Iterator, Protocol
 
 from engine.pool import PoolFullError
@@ -27,6 +28,7 @@ from server.protocol import (
     ProtocolError,
     StreamSpec,
 )
+from server.resume import Checkpoint, ResumeTokenError, ResumeTokenExpired, design_fingerprint, seal, unseal
 from server.settings import Settings
 from server.stream_session import StreamSession
 
@@ -50,6 +52,7 @@ class StreamService:
     self._all_closed = asyncio.Event()
     self._all_closed.set()
     self._draining = False
+    self._designs: dict[int, str] = {}  # ears -> design_fingerprint of its pool
 
   def start(self) -> None:
     """Starts the engine thread (call on the event loop)."""
@@ -82,8 +85,8 @@ class StreamService:
       if not self._connections:
         self._all_closed.set()
 
-  async def open_session(self, spec: StreamSpec) -> StreamSession:
-    """A stream with a slot in the pool for its ear count.
+  async def open_session(self, spec: StreamSpec, resume_token: str | None = None) -> StreamSession:
+    """A stream with a slot in the pool for its ear count; with ``resume_token``, the drained stream it names.
 
     The hop is rounded to the nearest multiple of the pool's frame granule
     (the pool sums the NAP in groups of that many samples).
@@ -96,13 +99,57 @@ class StreamService:
     spec = dataclasses.replace(spec, hop=max(pool.min_hop, granule * round(spec.hop / granule)))
     s = self.settings
     session = StreamSession(spec, pool, self.metrics, s.send_queue_messages, s.input_queue_blocks)
+    checkpoint = None if resume_token is None else self._checkpoint(resume_token, spec)
     try:
-      session.attach(await self.engine.join(spec.channels, spec.hop, session))
+      if checkpoint is not None:
+        session.restore(checkpoint)
+      resume = None if checkpoint is None else checkpoint.slot
+      session.attach(await self.engine.join(spec.channels, spec.hop, session, resume))
+    except ValueError as err:  # a signed token whose state does not fit this server
+      raise ProtocolError(ErrorKind.INVALID_RESUME_TOKEN, f"the resume token does not fit this server: {err}") from None
     except PoolFullError:
       capacity = self.engine.admitted_capacity(spec.channels)
       raise ProtocolError(ErrorKind.POOL_FULL, f"the server is serving all the {spec.channels}-ear streams it can "
                           f"in real time ({capacity} on their own)") from None  # fmt: skip
     return session
+
+  @property
+  def resumable(self) -> bool:
+    """Whether drained streams get a resume token (a resume key is set)."""
+    return self.settings.resume_key is not None
+
+  def _key(self) -> bytes:
+    return self.settings.resume_key.get_secret_value().encode()
+
+  def _design(self, ears: int) -> str:
+    if ears not in self._designs:
+      self._designs[ears] = design_fingerprint(self.engine.pool(ears))
+    return self._designs[ears]
+
+  def _checkpoint(self, token: str, spec: StreamSpec) -> Checkpoint:
+    """The checkpoint a start's ``resume_token`` carries, if this server may continue it for ``spec``."""
+    if not self.resumable:
+      raise ProtocolError(ErrorKind.INVALID_RESUME_TOKEN, "this server does not resume streams (no resume key)")
+    try:
+      checkpoint = unseal(token, self._key(), time.time())
+    except ResumeTokenExpired as err:
+      raise ProtocolError(ErrorKind.RESUME_TOKEN_EXPIRED, str(err)) from None
+    except ResumeTokenError as err:
+      raise ProtocolError(ErrorKind.INVALID_RESUME_TOKEN, str(err)) from None
+    if checkpoint.design != self._design(spec.channels):
+      raise ProtocolError(ErrorKind.INVALID_RESUME_TOKEN, "the resume token is for another model design")
+    if checkpoint.start != spec.identity():
+      raise ProtocolError(
+          ErrorKind.INVALID_RESUME_TOKEN,
+          f"the resume token is for a stream started with {checkpoint.start}; this start asks for {spec.identity()}",
+      )
+    return checkpoint
+
+  async def resume_token(self, session: StreamSession) -> str:
+    """A drained stream's signed token (its blocks must all be done, no flush queued)."""
+    slot = await self.engine.export(session.stream)
+    expires_at = time.time() + self.settings.resume_token_ttl_s
+    return seal(session.checkpoint(slot, self._design(session.spec.channels), expires_at), self._key())
 
   async def drain(self) -> None:
     """Refuses new connections, lets every open one flush and close (bounded)."""

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
       "(then pool_full)",
   )
   shutdown_timeout_s: float = Field(5.0, gt=0, description="longest wait for streams to flush on shutdown")
+  resume_key: SecretStr | None = Field(
+      None,
+      description="key shared by the replicas that signs resume tokens (HMAC-SHA256): on shutdown each stream's "
+      "end message carries one, and a start with it continues the stream (none: streams end for good)",
+  )
+  resume_token_ttl_s: float = Field(300.0, gt=0, description="how long a resume token is accepted after it was issued")
 
   @model_validator(mode="after")
   def _consistent(self) -> Settings:

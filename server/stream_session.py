@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engine.block_feed import BlockFeed
-from engine.pool import BlockResult, StreamPool
+from engine.pool import BlockResult, SlotState, StreamPool
 from server.engine_thread import EngineStream, LagError
 from server.metrics import Metrics
 from server.outbox import Outbox
@@ -34,6 +34,7 @@ from server.protocol import (
     end_message,
     ready_message,
 )
+from server.resume import Checkpoint
 
 
 class ClientGone(Exception):
@@ -60,6 +61,30 @@ class StreamSession:
     self._progress = asyncio.Event()
     self._error: Exception | None = None
     self._abandoned = False  # the client is gone
+
+  def checkpoint(self, slot: SlotState, design: str, expires_at: float) -> Checkpoint:
+    """This stream, drained between blocks, as a ``Checkpoint`` (``slot``: its pool state, exported then)."""
+    return Checkpoint(
+        design=design,
+        start=self.spec.identity(),
+        slot=slot,
+        pending=self.feed.held_samples(),
+        samples_received=self.samples_received,
+        blocks_done=self._done,
+        rows=dict(self.rows),
+        messages=self._sequence,
+        expires_at=expires_at,
+    )
+
+  def restore(self, checkpoint: Checkpoint) -> None:
+    """Continues the counters and the input of the checkpointed stream (before any audio of this connection)."""
+    if set(checkpoint.rows) != set(self.rows):
+      raise ValueError("the checkpoint's outputs are not this stream's")
+    self.feed.restore(checkpoint.blocks_done, checkpoint.pending)
+    self.samples_received = checkpoint.samples_received
+    self.rows = dict(checkpoint.rows)
+    self._sequence = checkpoint.messages
+    self._submitted = self._done = checkpoint.blocks_done
 
   def attach(self, stream: EngineStream) -> None:
     """Binds the engine slot this stream was given."""
@@ -146,7 +171,7 @@ class StreamSession:
         self.spec, pool.hypers.fs, pool.centre_frequencies(), pool.block_size, self.outbox.limit
     )
 
-  def end_message(self, reason: str) -> dict[str, Any]:
+  def end_message(self, reason: str, resume_token: str | None = None) -> dict[str, Any]:
     return end_message(
         reason,
         samples_received=self.samples_received,
@@ -154,4 +179,5 @@ class StreamSession:
         rows=self.rows,
         dropped_rows=self.outbox.dropped_rows,
         messages=self._sequence,
+        resume_token=resume_token,
     )

@@ -1,11 +1,17 @@
 """Replicas behind HAProxy: ``deploy/haproxy/haproxy.cfg`` in front of three real servers on loopback.
 
-Each replica holds one stream (``capacity 1``). Two are filled by clients
-connected to them directly; ``carfac-client`` streams a file through the
-proxy twice. Round robin sends its tries to the replicas in turn, so within
-the two runs at least one try reaches a full replica, is refused with
-``pool_full``, and is retried onto the free one. Both runs must then write
-every frame, all served by the free replica.
+Retries: each replica holds one stream (``capacity 1``). Two are filled by
+clients connected to them directly; ``carfac-client`` streams a file through
+the proxy twice. Round robin sends its tries to the replicas in turn, so
+within the two runs at least one try reaches a full replica, is refused
+with ``pool_full``, and is retried onto the free one. Both runs must then
+write every frame, all served by the free replica.
+
+Rolling restart: three replicas with a shared resume key serve three
+``carfac-client --realtime`` streams through the proxy; one replica is sent
+SIGTERM mid-stream. Its client resumes on another replica with the token
+from its ``end`` message, and every client's ``.npz`` equals the offline
+model's frames for its whole file.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import numpy as np
 import pytest
 import soundfile
 from reliability_harness import ServerProcess, compile_cache, metric  # noqa: F401 (fixture)
-from server_harness import TIMEOUT_S
+from server_harness import TIMEOUT_S, TOLERANCE, make_audio, max_error, reference
 from websockets.asyncio.client import connect
 
 from client.protocol import StreamRequest
+from server.settings import Settings
 
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg"
 CLIENT = Path(sys.executable).with_name("carfac-client")
@@ -143,3 +150,54 @@ def test_the_client_retries_a_full_replica_onto_a_free_one_through_haproxy(
   assert refusals(free) == 0
   assert all(frames_sent(replica) == 0 for replica in full)
   assert frames_sent(free) == 2 * n_frames
+
+
+def active_streams(replica: ServerProcess) -> float:
+  text = httpx.get(f"{replica.http}/metrics", trust_env=False).text
+  return metric(text, 'carfac_active_streams{ears="1"}')
+
+
+def test_a_rolling_restart_moves_streams_to_other_replicas_without_losing_a_frame(
+    compile_cache: str, tmp_path: Path
+) -> None:
+  rate, seconds, key = 22050.0, 4.0, "shared by the replicas"
+  replicas = [
+      ServerProcess.serving(
+          ears=[1], capacity=2, shards=1, idle_timeout_s=60, resume_key=key, compile_cache_dir=compile_cache
+      )
+      for _ in range(3)
+  ]
+  try:
+    files = []
+    for client in range(3):
+      wav = tmp_path / f"client{client}.wav"
+      soundfile.write(wav, make_audio(seconds, rate, 1, seed=40 + client)[:, 0], int(rate), subtype="FLOAT")
+      files.append(wav)
+    with load_balancer(replicas) as url:
+      clients = [
+          subprocess.Popen(
+              [str(CLIENT), "stream", str(wav), "--realtime", "--url", url, "--out", str(wav.with_suffix(".npz")),
+               "--retries", "8", "--retry-backoff-s", "0.1"],
+              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+          )
+          for wav in files
+      ]
+      deadline = time.monotonic() + TIMEOUT_S
+      while sum(active_streams(replica) for replica in replicas) < 3 or active_streams(replicas[0]) < 1:
+        assert time.monotonic() < deadline, "the streams did not all start, one on the first replica"
+        time.sleep(0.05)
+      assert replicas[0].stop() == 0  # SIGTERM mid-stream: drain, hand over, exit
+      outcomes = [client.communicate(timeout=TIMEOUT_S) for client in clients]
+  finally:
+    for replica in replicas:
+      replica.stop()
+  for client, (_, stderr) in zip(clients, outcomes):
+    assert client.returncode == 0, stderr
+  said = "".join(stderr for _, stderr in outcomes)
+  assert said.count("handed the stream over") >= 1, said
+  settings = Settings(model_rate=rate)
+  for wav in files:
+    audio = soundfile.read(wav, dtype="float32", always_2d=True)[0]
+    with np.load(wav.with_suffix(".npz")) as saved:
+      expected = reference(audio, rate, settings, int(saved["hop_samples"]))["frames"]
+      assert max_error(saved["nap"], expected) <= TOLERANCE, wav.name
