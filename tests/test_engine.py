@@ -233,3 +233,27 @@ def test_pool_streams_with_own_hops_and_unaligned_agc_phases_equal_offline() -> 
   coarse = StreamPool(carfac.CarfacDesignParameters(), capacity=1, block_size=100, hop=80, min_hop=30)
   with pytest.raises(ValueError, match="multiple of 10"):
     coarse.join(hop=57)
+
+
+def test_an_exported_stream_continues_bit_for_bit_in_another_pool_and_a_foreign_state_is_refused() -> None:
+  """A stream's state moves between pools of one design (as a drained server's resume token carries it)."""
+  block, hop = 128, 100
+  params = carfac.CarfacDesignParameters()
+  here = StreamPool(params, capacity=4, block_size=block, hop=hop, shards=2)
+  there = StreamPool(params, capacity=2, block_size=block, hop=hop)
+  audio = np.random.default_rng(8).standard_normal(8 * block).astype(np.float32) * 0.1
+  blocks = [audio[b * block : (b + 1) * block] for b in range(8)]
+  whole, other = here.join(), here.join()
+  uninterrupted = [here.step({whole: x, other: 0.5 * x})[whole] for x in blocks]
+  moving = here.join()
+  first_half = [here.step({moving: x})[moving] for x in blocks[:4]]
+  moved = there.join(resume=here.export_slot(moving))
+  there.join()  # a neighbour in the batch
+  second_half = [there.step({moved: x})[moved] for x in blocks[4:]]
+  frames = lambda results: np.concatenate([r.frames for r in results])
+  np.testing.assert_array_equal(frames(first_half + second_half), frames(uninterrupted))
+  assert [r.first_frame for r in second_half] == [r.first_frame for r in uninterrupted[4:]]
+  binaural = StreamPool(carfac.CarfacDesignParameters(n_ears=2), capacity=1, block_size=block, hop=hop)
+  with pytest.raises(ValueError, match="this pool"):
+    binaural.join(resume=here.export_slot(other))
+  assert binaural.active_streams == 0
