@@ -50,7 +50,8 @@ def _container() -> dict:
 
 
 def _env() -> dict[str, str]:
-  return {item["name"]: item["value"] for item in _container()["env"]}
+  """The container's plain settings (a value from a Secret is not one to check)."""
+  return {item["name"]: item["value"] for item in _container()["env"] if "value" in item}
 
 
 def test_the_deployment_probes_drains_and_requests_what_the_server_needs() -> None:
@@ -79,3 +80,10 @@ def test_the_ingress_outlasts_the_idle_timeout_and_the_hpa_scales_on_an_exported
   assert any(m["type"] == "Resource" for m in DOCUMENTS["HorizontalPodAutoscaler"]["spec"]["metrics"])  # CPU fallback
   rules = DOCUMENTS["ConfigMap"]["data"]["config.yaml"]
   assert all(name in rules for name in pods_metrics)  # the adapter exposes what the HPA reads
+
+
+def test_the_resume_key_comes_from_an_optional_secret_so_replicas_share_it() -> None:
+  [item] = [item for item in _container()["env"] if item["name"] == "CARFAC_RESUME_KEY"]
+  secret = item["valueFrom"]["secretKeyRef"]
+  assert secret["optional"] is True and secret["name"] and secret["key"]
+  assert "resume_key" in Settings.model_fields
