@@ -44,6 +44,15 @@ class BlockFeed:
     """Model-rate samples produced so far (padding of the last block excluded)."""
     return self._reblocker.samples_in
 
+  def drain_resampler(self) -> list[np.ndarray]:
+    """Before a hand-over: the resampler's tail into the blocks (returns those it completes), no padding.
+
+    So the samples held in the resampler's filter are not lost when the
+    stream continues elsewhere with a fresh resampler; only the filter's
+    edges at the seam differ from an uninterrupted run.
+    """
+    return self._reblocker.push(self._resampler.flush())
+
   def held_samples(self) -> np.ndarray:
     """Model-rate samples received but not yet in a block, (n, channels); the resampler's own history excluded."""
     return self._reblocker.held()
@@ -51,9 +60,8 @@ class BlockFeed:
   def restore(self, blocks_done: int, held: np.ndarray) -> None:
     """Continues a stream whose first ``blocks_done`` blocks were run elsewhere; ``held``: its ``held_samples``.
 
-    The resampler starts afresh: when it resamples, the samples it held back
-    are lost and its filter restarts (a short discontinuity); at the model's
-    rate the continuation is exact.
+    The resampler starts afresh (see ``drain_resampler``): at the model's rate
+    the continuation is exact; resampled, it differs at the seam.
     """
     held = np.asarray(held, np.float32)
     block_size = self._reblocker.block_size

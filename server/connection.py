@@ -149,7 +149,9 @@ class Connection:
     twice.
     """
     session = self._session
-    if not hand_over:
+    if hand_over:
+      session.finish_for_hand_over()
+    else:
       session.finish()
     idle = self._settings.idle_timeout_s
     token = None

@@ -107,6 +107,10 @@ class StreamSession:
     """No more audio: queues the resampler's tail and the padded last block."""
     self._submit(self.feed.finish(), final=True)
 
+  def finish_for_hand_over(self) -> None:
+    """No more audio here, the stream goes on elsewhere: queues the resampler's tail, no padded block."""
+    self._submit(self.feed.drain_resampler(), final=False)
+
   def _submit(self, blocks: list[np.ndarray], final: bool) -> None:
     self._submitted += len(blocks)
     self.stream.submit(blocks, final)
