@@ -10,6 +10,16 @@ measured for ``--channels`` (``/v1/info``); once all N stream, one more
 client tries to start, and the report says what it was told (it should be
 ``pool_full``).
 
+Rolling restart (``--replicas 3 --restart-at-s T``): three servers with a
+shared resume key behind HAProxy (``deploy/haproxy/haproxy.cfg``); the
+clients connect through it, and T s into the streaming one replica is sent
+SIGTERM (each replica admits clients / 2 streams, so the two left can take
+them all). Its clients are handed over and resume on the others (start again
+with the resume token, from the server's ``samples_received``, retrying a
+start refused for now). The report adds the resumed streams, frames lost or
+received twice (by frame index), and the latency of the frames that arrived
+in the 5 s after the signal.
+
 Frame latency: from the moment the chunk that completed a frame's hop was
 sent to the moment the frame arrived (so it includes the chunk's own
 duration, the block size, the resampler's delay, batching and the step).
@@ -28,7 +38,10 @@ import collections
 import contextlib
 import json
 import math
+import bisect
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -60,10 +73,17 @@ def _free_port() -> int:
     return sock.getsockname()[1]
 
 
-def _start_server(clients: int | None, channels: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESUME_KEY = "bench-rolling-restart"
+RETRYABLE = {"pool_full", "too_many_connections", "not_ready", "shutting_down"}
+
+
+def _start_server(
+    clients: int | None, channels: int, extra: list[str], env_extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
   """``python -m server`` with one pool of ``clients`` streams (None: the defaults); returns it and its URL."""
   port = _free_port()
-  env = {**os.environ, "CARFAC_PORT": str(port), "CARFAC_LOG_LEVEL": "warning"}
+  env = {**os.environ, "CARFAC_PORT": str(port), "CARFAC_LOG_LEVEL": "warning", **(env_extra or {})}
   if clients is not None:
     env |= {"CARFAC_EARS": f"[{channels}]", "CARFAC_CAPACITY": str(clients), "CARFAC_MAX_CONNECTIONS": str(clients + 8)}
   process = subprocess.Popen([sys.executable, "-m", "server", *extra], env=env, stdout=subprocess.DEVNULL)
@@ -97,58 +117,87 @@ def _audio(rate: float, chunk_samples: int, channels: int, seed: int) -> bytes:
 
 
 class Client:
-  """One real-time client: sends on schedule, records each frame's latency."""
+  """One real-time client: sends on schedule, records each frame's latency; resumes a handed-over stream."""
 
   def __init__(self, args: argparse.Namespace, index: int):
     self.args, self.index = args, index
     self.chunk_samples = round(args.rate * args.chunk_ms / 1000)
-    self.send_times: list[float] = []  # wall time each chunk was sent
-    self.latencies: list[float] = []
+    self.sent_until: list[int] = []  # client samples sent so far, after each chunk
+    self.send_times: list[float] = []  # wall time each of those chunks was sent
+    self.latencies: list[tuple[float, float]] = []  # (arrival time, latency)
     self.stopped_at = math.inf  # when stop was sent: later frames are the flush, not timed
     self.frames = 0
+    self.indices: set[int] = set()
+    self.repeated = 0  # frames received twice (by index)
     self.dropped = 0
+    self.resumed = 0
     self.end: dict | None = None
     self.error: str | None = None  # the code of an error the server ended the stream with
     self.close_code: int | None = None
 
   async def run(self, url: str, start_at: float, stop_at: float) -> None:
+    """Streams until ``stop_at``, over as many connections as hand-overs need."""
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    begin, token, position = time.monotonic(), None, 0
+    while True:
+      token = await self._connection(url, begin, stop_at, token, position)
+      if token is None:
+        return
+      self.resumed += 1
+      position = self.end["samples_received"]
+
+  async def _connection(self, url: str, begin: float, stop_at: float, token: str | None, position: int) -> str | None:
+    """One connection from sample ``position`` on (refusals for now retried); the resume token it ends with."""
     args = self.args
     audio = _audio(args.rate, self.chunk_samples, args.channels, self.index)
-    chunk_bytes = 2 * args.channels * self.chunk_samples
+    frame_bytes = 2 * args.channels
     start = {"type": "start", "sample_rate": args.rate, "channels": args.channels, "format": "s16le",
              "hop_ms": args.hop_ms}  # fmt: skip
-    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-    async with connect(url, proxy=None, max_size=None, compression=None) as ws:
-      await ws.send(json.dumps(start))
-      ready = json.loads(await ws.recv())
-      if ready["type"] != "ready":
-        self.error = ready["code"]  # refused (e.g. pool_full)
-        return
-      self.hop_samples = ready["hop_samples"]
-      self.hop_s = ready["hop_samples"] / ready["model_rate"]
-      reader = asyncio.create_task(self._read(ws))
-      begin, k = time.monotonic(), 0
-      while (due := begin + k * args.chunk_ms / 1000) < stop_at:
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        offset = (k * chunk_bytes) % len(audio)
-        self.send_times.append(time.monotonic())
-        try:
-          await ws.send(audio[offset : offset + chunk_bytes])
-        except ConnectionClosed:
-          break  # ended by the server (e.g. overloaded): the reader has its error
-        k += 1
-      self.stopped_at = time.monotonic()
-      with contextlib.suppress(ConnectionClosed):
-        await ws.send(json.dumps({"type": "stop"}))
-      await reader
-      self.close_code = ws.close_code
+    if token is not None:
+      start["resume_token"] = token
+    for attempt in range(args.retries + 1):
+      async with connect(url, proxy=None, max_size=None, compression=None) as ws:
+        await ws.send(json.dumps(start))
+        ready = json.loads(await ws.recv())
+        if ready["type"] != "ready":
+          self.error = ready["code"]  # refused (e.g. pool_full)
+          if ready["code"] in RETRYABLE and attempt < args.retries:
+            await asyncio.sleep(0.1 * 2**attempt)
+            continue
+          return None
+        self.error = None
+        self.hop_samples = ready["hop_samples"]
+        self.hop_s = ready["hop_samples"] / ready["model_rate"]
+        cut = bisect.bisect_right(self.sent_until, position)  # re-sent audio: its new send times count
+        del self.sent_until[cut:], self.send_times[cut:]
+        reader = asyncio.create_task(self._read(ws))
+        sample = position
+        while (due := begin + sample / args.rate) < stop_at and not reader.done():
+          await asyncio.sleep(max(0.0, due - time.monotonic()))
+          offset = (sample * frame_bytes) % len(audio)
+          chunk = min(self.chunk_samples - sample % self.chunk_samples, (len(audio) - offset) // frame_bytes)
+          self.send_times.append(time.monotonic())
+          self.sent_until.append(sample + chunk)
+          try:
+            await ws.send(audio[offset : offset + chunk * frame_bytes])
+          except ConnectionClosed:
+            break  # ended by the server (overloaded, a drain): the reader has why
+          sample += chunk
+        if not reader.done():
+          self.stopped_at = time.monotonic()
+          with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps({"type": "stop"}))
+        await reader
+        self.close_code = ws.close_code
+        end = self.end or {}
+        return end.get("resume_token") if end.get("reason") == "shutdown" else None
+    return None
 
   async def _read(self, ws) -> None:
     with contextlib.suppress(ConnectionClosed):
       await self._read_until_closed(ws)
 
   async def _read_until_closed(self, ws) -> None:
-    chunk_s = self.chunk_samples / self.args.rate
     async for message in ws:
       if isinstance(message, str):
         text = json.loads(message)
@@ -162,10 +211,13 @@ class Client:
       self.dropped += header[-1]
       first, count = header[_FIRST_INDEX], header[_COUNT]
       self.frames += count
-      if now < self.stopped_at:
-        for frame in range(first, first + count):
-          chunk = min(math.ceil((frame + 1) * self.hop_s / chunk_s - 1e-9) - 1, len(self.send_times) - 1)
-          self.latencies.append(now - self.send_times[chunk])
+      for frame in range(first, first + count):
+        self.repeated += frame in self.indices
+        self.indices.add(frame)
+        if now < self.stopped_at:
+          needed = (frame + 1) * self.hop_s * self.args.rate - 1e-6  # client samples that complete it
+          chunk = min(bisect.bisect_left(self.sent_until, needed), len(self.send_times) - 1)
+          self.latencies.append((now, now - self.send_times[chunk]))
 
 
 async def _step_stats(http: str, channels: int) -> dict[str, float]:
@@ -189,6 +241,25 @@ async def _one_more(url: str, args: argparse.Namespace, at: float) -> str:
   return answer.get("code", answer["type"])
 
 
+async def _restart(args: argparse.Namespace, at: float) -> float:
+  """SIGTERMs the first replica at ``at`` (monotonic); returns when it did."""
+  await asyncio.sleep(max(0.0, at - time.monotonic()))
+  args.replica_processes[0].send_signal(signal.SIGTERM)
+  return time.monotonic()
+
+
+def _start_haproxy(https: list[str]) -> tuple[subprocess.Popen, str]:
+  """HAProxy with the project's config in front of three replicas; returns it and its stream URL."""
+  port = _free_port()
+  env = {**os.environ, "CARFAC_LB_BIND": f"127.0.0.1:{port}"}
+  for number, http in enumerate(https, start=1):
+    env[f"CARFAC_REPLICA_{number}"] = http.removeprefix("http://")
+  haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+  config = os.path.join(ROOT, "deploy", "haproxy", "haproxy.cfg")
+  process = subprocess.Popen([haproxy, "-db", "-f", config], env=env, stdout=subprocess.DEVNULL)
+  return process, f"http://127.0.0.1:{port}"
+
+
 async def _measured_capacity(http: str, channels: int) -> int:
   async with httpx.AsyncClient(trust_env=False) as client:
     return (await client.get(f"{http}/v1/info")).json()["realtime_capacity"][str(channels)]
@@ -200,21 +271,38 @@ async def _bench(args: argparse.Namespace, url: str) -> dict:
   stop_at = t0 + args.ramp_s + args.seconds
   cpu_self = time.process_time()
   cpu_server = _cpu_seconds(args.server_pid) if args.server_pid else None
-  http = url.replace("ws", "http", 1).removesuffix("/v1/stream")
+  http = getattr(args, "metrics_http", None) or url.replace("ws", "http", 1).removesuffix("/v1/stream")
   steps_before = await _step_stats(http, args.channels)
   load_before = os.getloadavg()[0]
   wall = time.monotonic()
   runs = [asyncio.create_task(c.run(url, t0 + args.ramp_s * i / args.clients, stop_at)) for i, c in enumerate(clients)]
   one_more = asyncio.create_task(_one_more(url, args, t0 + args.ramp_s + 1.0)) if args.try_one_more else None
+  restart = asyncio.create_task(_restart(args, t0 + args.ramp_s + args.restart_at_s)) if args.restart_at_s else None
   await asyncio.gather(*runs)
   wall = time.monotonic() - wall
   steps_after = await _step_stats(http, args.channels)
   steps = steps_after["count"] - steps_before["count"]
-  latencies = np.concatenate([c.latencies for c in clients]) * 1000
+  timed = np.array([pair for c in clients for pair in c.latencies]).reshape(-1, 2)
+  latencies = timed[:, 1] * 1000
   ended = [c for c in clients if c.end is not None]
   expected = sum(c.end["model_samples"] // c.hop_samples for c in ended)
-  received = sum(c.frames for c in ended)
+  received = sum(len(c.indices) for c in ended)
   errors = collections.Counter(c.error for c in clients if c.error is not None)
+  report_restart = None
+  if restart is not None:
+    signalled = await restart
+    after = latencies[(timed[:, 0] >= signalled) & (timed[:, 0] < signalled + 5.0)]
+    report_restart = {
+        "at_s": round(signalled - t0, 2),
+        "streams_resumed": sum(c.resumed for c in clients),
+        "frames_received_twice": sum(c.repeated for c in clients),
+        "latency_ms_in_5_s_after": {
+            "frames": int(len(after)),
+            "p50": float(np.percentile(after, 50)),
+            "p99": float(np.percentile(after, 99)),
+            "max": float(after.max()),
+        },
+    }
   return {
       "clients": args.clients,
       "seconds": args.seconds,
@@ -240,6 +328,7 @@ async def _bench(args: argparse.Namespace, url: str) -> dict:
           "clients": (time.process_time() - cpu_self) / wall,
       },
       "one_more_client": None if one_more is None else await one_more,
+      "rolling_restart": report_restart,
       "machine": describe(),
       "load_average_1m": [load_before, os.getloadavg()[0]],  # other work on the machine shows here
   }
@@ -256,21 +345,42 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--hop-ms", type=float, default=10.0)
   parser.add_argument("--url", help="ws://host:port/v1/stream of a running server (default: start one)")
   parser.add_argument("--server-pid", type=int, help="that server's pid, for its CPU time")
+  parser.add_argument("--replicas", type=int, default=1, choices=(1, 3), help="3: behind HAProxy, see above")
+  parser.add_argument("--restart-at-s", type=float, help="with --replicas 3: SIGTERM one replica this far in")
+  parser.add_argument("--retries", type=int, default=8, help="tries again a start refused for now")
   parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra carfac-server flags")
   args = parser.parse_args(argv)
-  args.try_one_more = args.clients == "capacity"
-  process = None
+  if args.restart_at_s is not None and args.replicas != 3:
+    parser.error("--restart-at-s needs --replicas 3")
+  args.try_one_more = args.clients == "capacity" and args.replicas == 1
+  processes = []
   if args.url is None:
-    process, http = _start_server(None if args.try_one_more else int(args.clients), args.channels, args.server_args)
-    args.server_pid, url = process.pid, http.replace("http", "ws") + "/v1/stream"
-    uvloop.run(_wait_ready(http))
+    # With a restart, each replica holds enough for the survivors to take every stream.
+    serving = args.replicas - (args.restart_at_s is not None)
+    per_replica = None if args.clients == "capacity" else math.ceil(int(args.clients) / serving)
+    resume = {"CARFAC_RESUME_KEY": RESUME_KEY} if args.replicas > 1 else {}
+    replicas = [_start_server(per_replica, args.channels, args.server_args, resume) for _ in range(args.replicas)]
+    processes = [process for process, _ in replicas]
+    args.replica_processes = processes
+    for _, replica_http in replicas:
+      uvloop.run(_wait_ready(replica_http))
+    args.server_pid, http = processes[-1].pid, replicas[-1][1]  # the last replica: it is never restarted
+    args.metrics_http = http
+    capacity = sum(uvloop.run(_measured_capacity(h, args.channels)) for _, h in replicas)
+    if args.replicas > 1:
+      proxy, proxy_http = _start_haproxy([h for _, h in replicas])
+      processes.append(proxy)
+      uvloop.run(_wait_ready(proxy_http))
+      http = proxy_http
+    url = http.replace("http", "ws") + "/v1/stream"
   else:
     url, http = args.url, args.url.replace("ws", "http", 1).removesuffix("/v1/stream")
-  args.clients = uvloop.run(_measured_capacity(http, args.channels)) if args.try_one_more else int(args.clients)
+    capacity = uvloop.run(_measured_capacity(http, args.channels))
+  args.clients = capacity if args.clients == "capacity" else int(args.clients)
   try:
     print(json.dumps(uvloop.run(_bench(args, url)), indent=2))
   finally:
-    if process is not None:
+    for process in processes:
       process.terminate()
       process.wait(30)
   return 0
