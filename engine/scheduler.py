@@ -179,8 +179,10 @@ class StepCosts:
       ratio = step_seconds / self.seconds[pool.bucket_for(busiest)]
       self.slowdown = max(1.0, (1 - weight) * self.slowdown + weight * ratio)
 
-  def realtime_streams(self, pool: StreamPool, margin: float) -> int:
+  def realtime_streams(self, pool: StreamPool, margin: float, observed: bool = False) -> int:
     """Streams the pool serves in real time on its own: shards x the largest batch size whose step
-    takes at most ``margin`` of a block (0 if not even one stream per shard fits)."""
-    fits = [size for size, seconds in self.seconds.items() if seconds <= margin * self.block_seconds]
+    takes at most ``margin`` of a block (0 if not even one stream per shard fits). ``observed``: with
+    the steps as slow as they have been lately (``slowdown``), as admission sees them now."""
+    scale = self.slowdown if observed else 1.0
+    fits = [size for size, seconds in self.seconds.items() if scale * seconds <= margin * self.block_seconds]
     return pool.shards * max(fits, default=0)

@@ -184,6 +184,13 @@ class StreamService:
         "sample_rate_range_hz": list(SAMPLE_RATE_RANGE),
         "token_required": s.token is not None,
         "realtime_capacity": {str(ears): self.engine.lane(ears).realtime_capacity for ears in s.ears},
+        "realtime_capacity_now": {
+            str(ears): self.engine.lane(ears).costs.realtime_streams(
+                self.engine.pool(ears), s.realtime_margin, observed=True
+            )
+            for ears in s.ears
+        },
+        "step_slowdown": {str(ears): round(self.engine.lane(ears).costs.slowdown, 3) for ears in s.ears},
         "step_ms": {
             str(ears): {str(size): round(1000 * t, 3) for size, t in self.engine.lane(ears).costs.seconds.items()}
             for ears in s.ears

@@ -46,6 +46,9 @@ def test_the_slowdown_follows_the_steps_actual_durations() -> None:
   for _ in range(50):
     costs.observe(pool, 0.006)  # three times the measured 2 ms
   assert 2.9 < costs.slowdown <= 3.0 and math.isclose(costs.load(pool), 0.6, rel_tol=0.05)
+  # Admission now sees 3x slower steps: at margin 0.5, one stream per shard (3 ms) fits, two (6 ms) do not.
+  assert costs.realtime_streams(pool, margin=0.5) == 2 * 2
+  assert costs.realtime_streams(pool, margin=0.5, observed=True) == 2 * 1
   for _ in range(50):
     costs.observe(pool, 0.001)  # faster than measured: the slowdown never drops below 1
   assert costs.slowdown == 1.0

@@ -38,6 +38,7 @@ def test_the_server_admits_exactly_its_measured_realtime_capacity(auto_server) -
   capacity = info["realtime_capacity"]["1"]
   assert info["limits"]["streams_per_pool"]["1"] == capacity <= 8
   assert set(info["step_ms"]["1"]) == {"1", "2", "4", "8"}  # every compiled batch size was timed
+  assert info["step_slowdown"]["1"] >= 1 and info["realtime_capacity_now"]["1"] <= capacity
   margin_ms = info["limits"]["realtime_margin"] * 1000 * 256 / 22050
   fitting = [int(size) for size, ms in info["step_ms"]["1"].items() if ms <= margin_ms]
   assert capacity == max(fitting, default=0)
