@@ -56,6 +56,7 @@ from websockets.exceptions import ConnectionClosed
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import describe  # noqa: E402
 
+from client.stream import RETRYABLE_ERRORS
 from server.protocol import HEADER, HEADER_FIELDS
 
 _FIRST_INDEX, _COUNT = HEADER_FIELDS.index("first_index"), HEADER_FIELDS.index("count")
@@ -75,7 +76,6 @@ def _free_port() -> int:
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESUME_KEY = "bench-rolling-restart"
-RETRYABLE = {"pool_full", "too_many_connections", "not_ready", "shutting_down"}
 
 
 def _start_server(
@@ -161,7 +161,7 @@ class Client:
         ready = json.loads(await ws.recv())
         if ready["type"] != "ready":
           self.error = ready["code"]  # refused (e.g. pool_full)
-          if ready["code"] in RETRYABLE and attempt < args.retries:
+          if ready["code"] in RETRYABLE_ERRORS and attempt < args.retries:
             await asyncio.sleep(0.1 * 2**attempt)
             continue
           return None

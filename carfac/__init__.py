@@ -40,11 +40,11 @@ from carfac.syn import SynDesignParameters, SynHypers, SynState, SynWeights
 
 __all__ = [name for name in dir() if not name.startswith("_") and name[0].isupper()] + [
     "OUTPUT_NAMES",
+    "agc_period",
     "close_agc_loop",
     "cross_couple",
     "design_and_init_carfac",
     "run_segment",
-    "agc_period",
     "run_segment_batch",
     "run_segment_full",
     "run_segment_full_jit",

@@ -3,12 +3,12 @@
 ``jax.vmap(run_segment)`` is correct but slow: a ``lax.cond`` with a batched
 predicate becomes a ``select``, so every stream runs the decimated AGC update
 (smoothing, coupling, loop closure) on every sample. Here the time loop is
-outside and the batch inside: the per-sample ear step is vmapped, and the AGC
-update runs under one unbatched ``cond`` on "any stream due", applied only to
-the streams that are due. Streams whose AGC phases are aligned (for example
-all started from the designed state and fed blocks whose length is a multiple
-of the total AGC decimation) therefore update together once every
-``decimation[0]`` samples; unaligned streams are still exact.
+outside and the batch inside: the per-sample ear step is vmapped. Streams
+whose AGC phases are all 0 (started from the designed state and fed only
+whole AGC periods, as the engine's pool does) run ``decimation[0]`` samples
+with no branch, then the update for all of them together; others run the
+checked loop, where the update is under one unbatched ``cond`` on "any
+stream due", applied only to the streams that are due. Both are exact.
 """
 
 from __future__ import annotations
@@ -155,8 +155,9 @@ def run_segment_batch(
   def scheduled_loop(ear_states):
     """Phases at zero: stage 0 updates after every ``decimation[0]`` samples, for every stream.
 
-    The samples between updates run with no branch; the slower stages
-    decide whether they update under their own branches, once per update.
+    The samples between updates run with no branch; which slower stages
+    update too is known from the group's number (``agc.firing_schedule``),
+    so a ``switch`` on it picks the update with that many stages.
     """
     group = hypers.ears[0].agc[0].decimation
     unit = math.gcd(sum_every, group)  # outputs summed in the loop over this many samples

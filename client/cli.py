@@ -11,9 +11,11 @@ pace), with a progress bar on a terminal. The ``.npz`` has the keys that
 model rate) and ``source``, plus ``dropped_rows`` (rows the server dropped
 for a slow reader; they are zeros in ``nap``). ``--png`` draws the cochleagram
 (frequency in Hz, time in s). A start the server refuses for now
-(``pool_full``, ``too_many_connections``, ``not_ready``, ``shutting_down``) is tried again (``--retries``, exponential
-``--retry-backoff-s``); behind a load balancer the next try reaches another
-replica. Exit status: 0 done, 1 the server refused or
+(``pool_full``, ``too_many_connections``, ``not_ready``, ``shutting_down``)
+is tried again (``--retries``, exponential ``--retry-backoff-s``); behind a
+load balancer the next try reaches another replica. A stream a draining
+server hands over (a resume token in its ``end``) goes on by itself on the
+next connection. Exit status: 0 done, 1 the server refused or
 ended the stream, 2 a local problem (file, device, connection, arguments).
 """
 

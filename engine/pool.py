@@ -171,8 +171,8 @@ class StreamPool:
   ``block_size`` that is a multiple of the AGC period (``carfac.agc_period``,
   64 samples by default) keeps every stream's AGC phases at 0 at each step,
   so the decimated AGC work is laid out when compiling, with no branch per
-  sample (about 2x faster batched; any block size is exact, only slower). ``shards`` (default 1) must divide
-  ``capacity``. ``buckets``: the batch sizes compiled per shard (default
+  sample (about 2x faster batched; any block size is exact, only slower).
+  ``shards`` (default 1) must divide ``capacity``. ``buckets``: the batch sizes compiled per shard (default
   ``bucket_ladder(capacity // shards)``; the shard size is always one).
   """
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import socket
 import threading
 import time
 from typing import AsyncIterator, Awaitable, Iterator
@@ -62,6 +63,13 @@ class InProcessServer:
   def stop(self) -> None:
     self.server.should_exit = True
     self._thread.join(TIMEOUT_S)
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that was free a moment ago (for a process that cannot take port 0)."""
+  with socket.socket() as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
 
 
 def wait_ready(http: str, timeout: float = TIMEOUT_S) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
-from server_harness import TOLERANCE, as_received, max_error, reference, stream
+from server_harness import TOLERANCE, as_received, free_port, max_error, reference, stream
 
 from server.settings import Settings
 
@@ -79,12 +78,6 @@ class Container:
     """What the server wrote (uvicorn logs to stderr)."""
     result = podman("logs", self.name, check=False)
     return result.stdout + result.stderr
-
-
-def free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(("127.0.0.1", 0))
-    return sock.getsockname()[1]
 
 
 @pytest.fixture

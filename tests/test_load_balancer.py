@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ import numpy as np
 import pytest
 import soundfile
 from reliability_harness import ServerProcess, compile_cache, metric  # noqa: F401 (fixture)
-from server_harness import TIMEOUT_S, TOLERANCE, make_audio, max_error, reference
+from server_harness import TIMEOUT_S, TOLERANCE, free_port, make_audio, max_error, reference
 from websockets.asyncio.client import connect
 
 from client.protocol import StreamRequest
@@ -45,12 +44,6 @@ HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 pytestmark = pytest.mark.skipif(
     not os.path.exists(HAPROXY), reason="haproxy is not installed (scripts/install_system_packages.sh installs it)"
 )
-
-
-def free_port() -> int:
-  with socket.socket() as probe:
-    probe.bind(("127.0.0.1", 0))
-    return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
