@@ -17,7 +17,11 @@ blocks, 10 ms hop (220 samples). Measures
   cache empty and then warm;
 - reference (``CARFAC_REFERENCE_SRC`` set to a google/carfac ``python/src``):
   ``jax.vmap`` of its ``run_segment`` over 64 streams (how its README batches
-  streams), in a separate process with JAX's default flags.
+  streams), in a separate process with JAX's default flags;
+- C++ reference (``CARFAC_REFERENCE_CPP`` set to a google/carfac checkout,
+  ``bench/reference_cpp.py``): one stream per core on threads, against a full
+  64-slot pool of our ``one_cap`` design (the C++ IHC) with one shard per core,
+  as x real time per core.
 
     python bench/bench_engine.py [--steps 30]
 """
@@ -41,6 +45,7 @@ from engine.pool import StreamPool
 from engine.scheduler import StepCosts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference_cpp  # noqa: E402
 from machine import describe  # noqa: E402
 
 FS, BLOCK, HOP = 22050.0, 256, 220
@@ -87,12 +92,15 @@ def _median_step(pool: StreamPool, slots: list[int], steps: int) -> float:
   return statistics.median(times)
 
 
-def bench_pool(capacity: int, shards: int, steps: int) -> dict:
-  pool = StreamPool(carfac.CarfacDesignParameters(fs=FS), capacity, BLOCK, HOP, shards=shards)
+def bench_pool(capacity: int, shards: int, steps: int, ihc_style: str = "two_cap") -> dict:
+  params = carfac.CarfacDesignParameters(fs=FS)
+  params.ears[0].ihc.ihc_style = ihc_style
+  pool = StreamPool(params, capacity, BLOCK, HOP, shards=shards)
   median = _median_step(pool, [pool.join() for _ in range(capacity)], steps)
   return {
       "capacity": capacity,
       "shards": shards,
+      "ihc_style": ihc_style,
       "step_median_ms": 1e3 * median,
       "step_fraction_of_block": median / (BLOCK / FS),
       "aggregate_x_real_time": capacity * BLOCK / FS / median,
@@ -184,6 +192,17 @@ def main() -> None:
     best = max(p["aggregate_x_real_time"] for p in report["pool"])
     report["reference_vmap"] = reference
     report["ratios"] = {"pool_aggregate_speedup": best / reference["aggregate_x_real_time"]}
+  cpp = reference_cpp.checkout()
+  if cpp:
+    cores = os.cpu_count() or 1
+    ours = report["pool_one_cap"] = bench_pool(64, cores, args.steps, "one_cap")
+    reference = report["reference_cpp"] = reference_cpp.time_reference(cpp, 10.0, BLOCK, cores)
+    per_core = lambda aggregate: aggregate / cores
+    report["per_core_one_cap"] = {
+        "pool_x_real_time": per_core(ours["aggregate_x_real_time"]),
+        "cpp_threads_x_real_time": per_core(reference["threads_aggregate_x_real_time"]),
+        "pool_over_cpp": ours["aggregate_x_real_time"] / reference["threads_aggregate_x_real_time"],
+    }
   print(json.dumps(report, indent=2))
 
 

@@ -14,6 +14,11 @@ reference runs in a child process twice: as its users run it (JAX's default
 XLA flags) and with the XLA:CPU flags ``import carfac`` sets (so the ratio of
 the model code alone is visible too).
 
+Set ``CARFAC_REFERENCE_CPP`` to a google/carfac checkout to time its C++ too
+(``bench/reference_cpp.py``): one call, 256-sample blocks and one stream per
+core on threads. Its IHC is one-capacitor, so ours is then also timed with
+``ihc_style="one_cap"`` and the C++ ratios use that figure.
+
     python bench/bench_model.py [--seconds 2]
 """
 
@@ -34,6 +39,10 @@ import jax
 import numpy as np
 
 import carfac
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference_cpp  # noqa: E402
+from machine import describe  # noqa: E402
 
 FS = 22050.0
 BLOCK = 256
@@ -72,8 +81,9 @@ def _summary(offline_s: float, seconds: float, block_times: list[float]) -> dict
   }
 
 
-def bench_ours(x: np.ndarray, blocks: np.ndarray) -> dict:
+def bench_ours(x: np.ndarray, blocks: np.ndarray, ihc_style: str = "two_cap") -> dict:
   params = carfac.CarfacDesignParameters(fs=FS)
+  params.ears[0].ihc.ihc_style = ihc_style
   hypers, weights, _ = carfac.design_and_init_carfac(params, np.float32)
   fresh = lambda: carfac.design_and_init_carfac(params, np.float32)[2]
   full = _best_time(lambda: carfac.run_segment_jit(x, hypers, weights, fresh()))
@@ -131,6 +141,7 @@ def main() -> None:
     print(json.dumps(bench_reference(Path(args.reference_only), x, blocks)))
     return
   report = {
+      "machine": describe(),
       "config": {"fs": FS, "n_ch": 71, "ears": 1, "dtype": "float32", "block": BLOCK,
                  "seconds": args.seconds, "jax": jax.__version__, "cpus": os.cpu_count()},
       "ours": bench_ours(x, blocks),
@@ -144,6 +155,15 @@ def main() -> None:
         "offline_speedup": report["ours"]["offline_x_real_time"] / reference["offline_x_real_time"],
         "offline_naps_only_speedup": report["ours"]["offline_naps_only_x_real_time"] / reference["offline_x_real_time"],
         "block_median_speedup": reference["block_median_ms"] / report["ours"]["block_median_ms"],
+    }
+  cpp = reference_cpp.checkout()
+  if cpp:
+    ours = report["ours_one_cap"] = bench_ours(x, blocks, "one_cap")
+    threads = os.cpu_count() or 1
+    reference = report["reference_cpp"] = reference_cpp.time_reference(cpp, args.seconds, BLOCK, threads)
+    report["ratios_one_cap_over_cpp"] = {
+        "offline_naps_only_speed": ours["offline_naps_only_x_real_time"] / reference["offline_x_real_time"],
+        "block_median_speed": reference["block_median_ms"] / ours["block_median_ms"],
     }
   print(json.dumps(report, indent=2))
 

@@ -34,6 +34,7 @@ from carfac.carfac import (
     state_dtype,
     update_agc,
 )
+from carfac.time_loop import checkpointed_scan
 
 
 def _validated_batch(input_waves, hypers: CarfacHypers, dtype) -> jax.Array:
@@ -55,14 +56,20 @@ def _where_due(due: jax.Array, new, old):
   return jax.tree.map(pick, new, old)
 
 
-def _summing_scan(step, states, xs, sum_every: int):
+def _groups_per_chunk(checkpoint_every: int | None, group: int) -> int | None:
+  """``checkpoint_every`` samples as a whole number (>= 1) of ``group``-sample steps."""
+  return None if checkpoint_every is None else max(1, checkpoint_every // group)
+
+
+def _summing_scan(step, states, xs, sum_every: int, checkpoint_every: int | None = None):
   """Runs ``step`` over the time axis of ``xs``; outputs summed over groups of ``sum_every`` samples.
 
   With ``sum_every`` 1 the per-sample outputs; otherwise the sums are carried
-  in the loop, so per-sample outputs are never written out.
+  in the loop, so per-sample outputs are never written out. The time loop is
+  rematerialised every ``checkpoint_every`` samples (rounded to whole groups).
   """
   if sum_every == 1:
-    return jax.lax.scan(step, states, xs)
+    return checkpointed_scan(step, states, xs, checkpoint_every)
   groups = xs.reshape((xs.shape[0] // sum_every, sum_every) + xs.shape[1:])
   sample_outputs = jax.eval_shape(step, states, xs[0])[1]
 
@@ -76,7 +83,9 @@ def _summing_scan(step, states, xs, sum_every: int):
     (states, sums), _ = jax.lax.scan(summing_step, (states, zeros), x_group)
     return states, sums
 
-  return jax.lax.scan(group_step, states, groups)
+  return checkpointed_scan(
+      group_step, states, groups, _groups_per_chunk(checkpoint_every, sum_every)
+  )
 
 
 def agc_period(hypers: CarfacHypers) -> int:
@@ -98,6 +107,7 @@ def run_segment_batch(
     outputs: Sequence[str] = ("naps",),
     sum_every: int = 1,
     phases_at_zero: bool | None = None,
+    checkpoint_every: int | None = None,
 ) -> tuple[dict[str, jax.Array], CarfacState]:
   """Runs a batch of independent streams sharing ``hypers`` and ``weights``.
 
@@ -118,6 +128,9 @@ def run_segment_batch(
       2x faster batched). ``None``: checked at run time, both loops compiled.
       ``True`` is the caller's promise: a state with other phases gives wrong
       results.
+    checkpoint_every: for gradients, rematerialise the time loop in chunks
+      of about this many samples (rounded to whole AGC decimation groups, or
+      to whole ``sum_every`` groups): see ``carfac.time_loop``. Same values.
 
   Returns:
     (outputs, new states): each output (n_streams, n_samp // sum_every,
@@ -150,7 +163,7 @@ def run_segment_batch(
       )
       return merge_agc_view(ear_states, views), per_sample
 
-    return _summing_scan(sample_step, ear_states, time_major, sum_every)
+    return _summing_scan(sample_step, ear_states, time_major, sum_every, checkpoint_every)
 
   def scheduled_loop(ear_states):
     """Phases at zero: stage 0 updates after every ``decimation[0]`` samples, for every stream.
@@ -180,7 +193,9 @@ def run_segment_batch(
 
     groups = time_major.reshape((n_samp // group, group) + time_major.shape[1:])
     indices = jnp.arange(n_samp // group, dtype=jnp.int32)
-    ear_states, seg = jax.lax.scan(group_step, ear_states, (indices, groups))
+    ear_states, seg = checkpointed_scan(
+        group_step, ear_states, (indices, groups), _groups_per_chunk(checkpoint_every, group)
+    )
     # (n_samp // group, group // unit, ...) -> (n_samp // sum_every, ...)
     seg = {
         k: v.reshape((n_samp // sum_every, sum_every // unit) + v.shape[2:]).sum(axis=1)

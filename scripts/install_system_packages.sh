@@ -11,11 +11,17 @@
 #   haproxy                              the load balancer that tests/test_load_balancer.py puts in front of replicas
 #   chromium                             the browser that tests/test_web_page.py drives (Python playwright,
 #                                        which cannot download its own browser here)
+# With --bench, also what the benchmarks need and the tests do not:
+#   libeigen3-dev                        the headers the google/carfac C++ reference is compiled against
+#                                        (bench/bench_model.py with CARFAC_REFERENCE_CPP set)
 # apt-get runs only when one of them is missing, so a prepared machine pays
 # one dpkg-query. Needs root (as in CI; no sudo is used).
 set -euo pipefail
 PACKAGES=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins sox haproxy
   podman buildah runc debootstrap uidmap fuse-overlayfs slirp4netns chromium)
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(libeigen3-dev)
+fi
 
 missing=()
 for package in "${PACKAGES[@]}"; do
