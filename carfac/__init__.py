@@ -37,6 +37,7 @@ from carfac.carfac import (
 from carfac.ear import EarDesignParameters, EarHypers, EarState, EarWeights
 from carfac.ihc import IhcDesignParameters, IhcHypers, IhcState, IhcWeights
 from carfac.syn import SynDesignParameters, SynHypers, SynState, SynWeights
+from carfac.weights_file import WeightsFileError, load_weights, save_weights
 
 __all__ = [name for name in dir() if not name.startswith("_") and name[0].isupper()] + [
     "OUTPUT_NAMES",
@@ -44,10 +45,12 @@ __all__ = [name for name in dir() if not name.startswith("_") and name[0].isuppe
     "close_agc_loop",
     "cross_couple",
     "design_and_init_carfac",
+    "load_weights",
     "run_segment",
     "run_segment_batch",
     "run_segment_full",
     "run_segment_full_jit",
     "run_segment_jit",
     "run_segment_outputs",
+    "save_weights",
 ]

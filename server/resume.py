@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from carfac.weights_file import design_sha256
 from engine.pool import SlotState, StreamPool
 
 VERSION = "v1"
@@ -64,7 +65,8 @@ class Checkpoint:
 def design_fingerprint(pool: StreamPool) -> str:
   """SHA-256 over what makes two pools' states interchangeable: design, weights, initial state, block, granule."""
   digest = hashlib.sha256()
-  digest.update(repr((pool.hypers, pool.block_size, pool.frame_granule, pool.dtype.str)).encode())
+  digest.update(design_sha256(pool.hypers).encode())
+  digest.update(repr((pool.block_size, pool.frame_granule, pool.dtype.str)).encode())
   for leaf in jax.tree.leaves((pool.weights, pool.initial_state)):
     digest.update(np.ascontiguousarray(leaf).tobytes())
   return digest.hexdigest()
