@@ -143,7 +143,7 @@ def main() -> None:
   report = {
       "machine": describe(),
       "config": {"fs": FS, "n_ch": 71, "ears": 1, "dtype": "float32", "block": BLOCK,
-                 "seconds": args.seconds, "jax": jax.__version__, "cpus": os.cpu_count()},
+                 "seconds": args.seconds, "jax": jax.__version__},
       "ours": bench_ours(x, blocks),
   }
   src = os.environ.get("CARFAC_REFERENCE_SRC")

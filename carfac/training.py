@@ -50,7 +50,7 @@ def mean_value_and_grad(
   """
   if not examples:
     raise ValueError("mean_value_and_grad needs at least one example")
-  workers = n_workers or available_cores()
+  workers = available_cores() if n_workers is None else n_workers
   if workers < 1:
     raise ValueError(f"n_workers must be >= 1, got {n_workers}")
 

@@ -3,8 +3,7 @@
 The file holds one array per Weights leaf, named by its path in the pytree
 (``ears[0].car.ohc_health``), and ``__meta__``: a JSON text with the format
 name and version, every leaf's path, dtype and shape, and the SHA-256 of
-the design the weights belong to (the Hypers, which hash and print by
-value). Loading checks all of it against the design at hand, so weights
+the design the weights belong to (every Hypers field, arrays to the bit). Loading checks all of it against the design at hand, so weights
 fitted for another sample rate, channel count or model variant are refused
 with a message that says what differs, never silently misapplied. No pickle
 is written or read.

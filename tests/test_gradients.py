@@ -121,6 +121,8 @@ def test_the_mean_over_examples_equals_the_mean_of_each_examples_gradient() -> N
       np.testing.assert_array_equal(a, b)
 
 
-def test_the_mean_over_no_examples_is_an_error() -> None:
+def test_no_examples_or_no_workers_is_an_error() -> None:
   with pytest.raises(ValueError, match="at least one example"):
     mean_value_and_grad(lambda w, x: (0.0, w), {}, [])
+  with pytest.raises(ValueError, match="n_workers must be >= 1"):
+    mean_value_and_grad(lambda w, x: (0.0, w), {}, [1.0], n_workers=0)
