@@ -36,6 +36,28 @@ from carfac.carfac import (
 )
 from carfac.ear import EarDesignParameters, EarHypers, EarState, EarWeights
 from carfac.ihc import IhcDesignParameters, IhcHypers, IhcState, IhcWeights
+from carfac.pitchogram import (
+    PipelineFrame,
+    PitchogramDesignParameters,
+    PitchogramHypers,
+    PitchogramPipeline,
+    PitchogramPipelineParams,
+    PitchogramState,
+    column_rgb,
+    design_and_init_pitchogram,
+    pipeline_carfac_params,
+    run_pitchogram_frame,
+    run_pitchogram_segment,
+    vowel_embedding,
+)
+from carfac.sai import (
+    SaiDesignParameters,
+    SaiHypers,
+    SaiState,
+    design_and_init_sai,
+    run_sai_segment,
+    run_sai_segment_jit,
+)
 from carfac.syn import SynDesignParameters, SynHypers, SynState, SynWeights
 from carfac.weights_file import WeightsFileError, load_weights, save_weights
 
@@ -43,9 +65,17 @@ __all__ = [name for name in dir() if not name.startswith("_") and name[0].isuppe
     "OUTPUT_NAMES",
     "agc_period",
     "close_agc_loop",
+    "column_rgb",
     "cross_couple",
     "design_and_init_carfac",
+    "design_and_init_pitchogram",
+    "design_and_init_sai",
     "load_weights",
+    "pipeline_carfac_params",
+    "run_pitchogram_frame",
+    "run_pitchogram_segment",
+    "run_sai_segment",
+    "run_sai_segment_jit",
     "run_segment",
     "run_segment_batch",
     "run_segment_full",
@@ -53,4 +83,5 @@ __all__ = [name for name in dir() if not name.startswith("_") and name[0].isuppe
     "run_segment_jit",
     "run_segment_outputs",
     "save_weights",
+    "vowel_embedding",
 ]

@@ -26,13 +26,37 @@ _AGC_FIELD_ALIASES = {"agc_mix_coeff": "agc_mix_coeffs"}
 
 def full_oracle_dir() -> Path | None:
   """The full oracle battery, if present: $CARFAC_ORACLE_DIR or ../shared/oracle."""
-  env = os.environ.get("CARFAC_ORACLE_DIR")
-  candidates = [Path(env)] if env else []
-  candidates.append(REPO_ROOT.parent / "shared" / "oracle")
-  for path in candidates:
-    if (path / "manifest.json").is_file():
+  return _first_holding("CARFAC_ORACLE_DIR", REPO_ROOT.parent / "shared" / "oracle", "manifest.json")
+
+
+DEFAULT_GOLDEN_DIR = REPO_ROOT.parent / "shared" / "golden"
+DEFAULT_SAI_ORACLE_DIR = REPO_ROOT.parent / "shared" / "oracle_sai"
+SAI_SUBSET_DIR = REPO_ROOT / "tests" / "data" / "oracle_sai"
+
+
+def _first_holding(env_var: str, default: Path, marker: str) -> Path | None:
+  """$env_var when set and holding ``marker``, else ``default`` when it does."""
+  env = os.environ.get(env_var)
+  for path in ([Path(env)] if env else []) + [default]:
+    if (path / marker).is_file():
       return path
   return None
+
+
+def golden_dir() -> Path | None:
+  """The v1 golden folder: $CARFAC_GOLDEN_DIR when set and present, else ../shared/golden."""
+  return _first_holding("CARFAC_GOLDEN_DIR", DEFAULT_GOLDEN_DIR, "binaural_test-audio.txt")
+
+
+def sai_oracle_dir() -> Path | None:
+  """The C++ pipeline outputs: $CARFAC_ORACLE_SAI_DIR or ../shared/oracle_sai, if present."""
+  return _first_holding("CARFAC_ORACLE_SAI_DIR", DEFAULT_SAI_ORACLE_DIR, "case1.npz")
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+  """Every array of an npz file, read into memory (no pickle)."""
+  with np.load(path, allow_pickle=False) as data:
+    return {k: data[k] for k in data.files}
 
 
 @dataclass(frozen=True)

@@ -34,29 +34,15 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import carfac
-from oracle_data import REPO_ROOT
+from oracle_data import DEFAULT_GOLDEN_DIR, golden_dir
 
 N_EARS = 2
-DEFAULT_GOLDEN_DIR = REPO_ROOT.parent / "shared" / "golden"
-
-
-def _golden_dir() -> Path | None:
-  """The golden folder: $CARFAC_GOLDEN_DIR when set and present, else ../shared/golden."""
-  env = os.environ.get("CARFAC_GOLDEN_DIR")
-  candidates = ([Path(env)] if env else []) + [DEFAULT_GOLDEN_DIR]
-  for path in candidates:
-    if (path / "binaural_test-audio.txt").is_file():
-      return path
-  return None
-
-
-GOLDEN_DIR = _golden_dir()
+GOLDEN_DIR = golden_dir()
 
 pytestmark = [
     pytest.mark.golden,
