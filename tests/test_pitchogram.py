@@ -75,10 +75,8 @@ def pipeline_car_params(fs: float) -> car.CarDesignParameters:
   return car.CarDesignParameters(first_pole_theta=2 * math.pi * 7000 / fs)
 
 
-@pytest.mark.parametrize("name", ["case1", "case3"])
+@pytest.mark.parametrize("name", ["case1", pytest.param("case3", marks=needs_full_sai_oracle)])
 def test_pole_frequencies_are_the_cpp_ones_exactly(name: str) -> None:
-  if name not in ("case1", "case4") and SAI_ORACLE_DIR is None:
-    pytest.skip("case3 is only in the full ../shared/oracle_sai")
   fs = CASE_RATE[name]
   np.testing.assert_array_equal(pole_frequencies_f32(pipeline_car_params(fs), fs), sai_case(name)["pole_freqs"])
 
