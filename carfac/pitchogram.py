@@ -341,6 +341,39 @@ def _round_lag(max_lag_s: float, sample_rate_hz: float) -> int:
   return _round_half_away(_F32(max_lag_s) * _F32(sample_rate_hz))
 
 
+def design_and_init_pitchogram_stages(
+    sample_rate_hz: float,
+    car_params: car.CarDesignParameters,
+    params: PitchogramPipelineParams,
+    dtype=None,
+) -> tuple[tuple[SaiHypers, PitchogramHypers], tuple[SaiState, PitchogramState]]:
+  """The SAI and pitchogram of the reference pipeline, after an ear of ``car_params``.
+
+  As the C++ pipeline sizes them: one SAI frame per segment of
+  ``num_samples_per_segment`` samples, trigger windows one sample wider,
+  lags up to ``max_lag_s`` (all of them future lags, as the log-lag
+  pitchogram needs), the C++ SAI (``cpp_compatible``). Returns
+  ``((sai_hypers, pitchogram_hypers), (sai_state, pitchogram_state))``.
+  """
+  sai_width = _round_lag(params.max_lag_s, sample_rate_hz)
+  sai_hypers, sai_state = design_and_init_sai(
+      SaiDesignParameters(
+          num_channels=len(car.design_pole_frequencies(car_params, sample_rate_hz)),
+          sai_width=sai_width,
+          future_lags=sai_width - 1,
+          num_triggers_per_frame=params.num_triggers_per_frame,
+          trigger_window_width=params.num_samples_per_segment + 1,
+          input_segment_width=params.num_samples_per_segment,
+          cpp_compatible=True,
+      ),
+      dtype,
+  )
+  pitchogram_hypers, pitchogram_state = design_and_init_pitchogram(
+      sample_rate_hz, car_params, sai_hypers, params.pitchogram_params, dtype
+  )
+  return (sai_hypers, pitchogram_hypers), (sai_state, pitchogram_state)
+
+
 @static_dataclass
 class PitchogramPipelineHypers:
   """The three stages' static designs: CARFAC, SAI and pitchogram."""
@@ -374,15 +407,20 @@ def run_pitchogram_segment(
     pitchogram_hypers: PitchogramHypers,
     sai_state: SaiState,
     pitchogram_state: PitchogramState,
+    advance: jax.Array | bool = True,
 ) -> tuple[jax.Array, jax.Array, jax.Array, SaiState, PitchogramState]:
   """SAI frame, lag profile and vowel coordinates of one ear's NAP segment.
 
   Returns ``(sai_frame, lag_profile, vowel_coords, sai_state,
-  pitchogram_state)``; pure and vmappable over streams.
+  pitchogram_state)``; pure and vmappable over streams. ``advance``: see
+  ``run_sai_segment`` (where false, both states come back unchanged).
   """
-  frame, sai_state = run_sai_segment(nap_segment, sai_hypers, sai_state)
-  coords, pitchogram_state = vowel_embedding(nap_segment, pitchogram_hypers, pitchogram_state)
-  return frame, run_pitchogram_frame(frame, pitchogram_hypers), coords, sai_state, pitchogram_state
+  frame, sai_state = run_sai_segment(nap_segment, sai_hypers, sai_state, advance)
+  coords, new_pitchogram_state = vowel_embedding(nap_segment, pitchogram_hypers, pitchogram_state)
+  if advance is not True:
+    cgram = jnp.where(advance, new_pitchogram_state.cgram, pitchogram_state.cgram)
+    new_pitchogram_state = PitchogramState(cgram=cgram)
+  return frame, run_pitchogram_frame(frame, pitchogram_hypers), coords, sai_state, new_pitchogram_state
 
 
 def run_pipeline_segment(
@@ -440,21 +478,8 @@ class PitchogramPipeline:
     self.sample_rate_hz = float(sample_rate_hz)
     dtype = default_float_dtype() if dtype is None else np.dtype(dtype)
     carfac_hypers, self._weights, carfac_state = design_and_init_carfac(carfac_params, dtype=dtype)
-    sai_width = _round_lag(p.max_lag_s, sample_rate_hz)
-    sai_hypers, sai_state = design_and_init_sai(
-        SaiDesignParameters(
-            num_channels=carfac_hypers.ears[0].car.n_ch,
-            sai_width=sai_width,
-            future_lags=sai_width - 1,
-            num_triggers_per_frame=p.num_triggers_per_frame,
-            trigger_window_width=p.num_samples_per_segment + 1,
-            input_segment_width=p.num_samples_per_segment,
-            cpp_compatible=True,
-        ),
-        dtype,
-    )
-    pitchogram_hypers, pitchogram_state = design_and_init_pitchogram(
-        sample_rate_hz, carfac_params.ears[0].car, sai_hypers, p.pitchogram_params, dtype
+    (sai_hypers, pitchogram_hypers), (sai_state, pitchogram_state) = design_and_init_pitchogram_stages(
+        sample_rate_hz, carfac_params.ears[0].car, p, dtype
     )
     self._hypers = PitchogramPipelineHypers(carfac_hypers, sai_hypers, pitchogram_hypers)
     self._state = PitchogramPipelineState(carfac_state, sai_state, pitchogram_state)

@@ -23,6 +23,13 @@ The NAP is summed inside the time loop over groups of ``frame_granule``
 samples (every hop is a multiple of it), so the per-sample NAP is never
 written out unless asked for.
 
+Pictures: a mono pool built with ``pitchogram`` (a
+``carfac.PitchogramPipelineParams`` whose segment is the pool's block) also
+keeps each slot's SAI and vowel-embedding state and, per block, returns each
+stream's SAI frame, pitchogram column (lag profile) and vowel coordinates,
+batched in the same compiled step: what ``carfac.PitchogramPipeline`` with
+the pool's design gives offline.
+
 ``measure_step_seconds`` times each compiled batch size (every shard at
 once): the figures from which ``engine.scheduler.StepCosts`` derives how many
 streams the machine serves in real time.
@@ -42,7 +49,7 @@ import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +74,8 @@ class PoolState:
   hop: jax.Array  # (slots,) int32: samples per frame, per stream
   frame_sum: jax.Array  # (slots, n_ch, n_ears)
   frame_count: jax.Array  # (slots,) int32: samples in the unfinished frame
+  sai: carfac.SaiState | None = None  # with pictures: the SAI's buffer and frame
+  pitchogram: carfac.PitchogramState | None = None  # with pictures: the vowel embedding's memory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +95,14 @@ def _leaf_paths(state: PoolState) -> list[str]:
   return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
 
 
+class Pictures(NamedTuple):
+  """One block's pictures of one stream (a pool with ``pitchogram``)."""
+
+  lag_profile: np.ndarray  # (n_lags,): the pitchogram column
+  vowel_coords: np.ndarray  # (2,): F2 row, F1 row
+  sai_frame: np.ndarray | None  # (n_ch, sai_width), for the slots ``step`` was asked for
+
+
 @dataclasses.dataclass(frozen=True)
 class BlockResult:
   """What one block of one stream produced."""
@@ -93,14 +110,19 @@ class BlockResult:
   frames: np.ndarray  # (n_frames, n_ch, n_ears): mean NAP per hop
   first_frame: int  # stream-wide index of frames[0]
   raw: dict[str, np.ndarray]  # requested per-sample outputs, (block, n_ch, n_ears)
+  pictures: Pictures | None = None  # a pool with pitchogram: this block's SAI and pitchogram
 
 
-def _shard_step(state: PoolState, blocks, active, *, hypers, weights, granule, n_frames_out, raw_outputs):
+def _shard_step(
+    state: PoolState, blocks, active, *, hypers, weights, granule, n_frames_out, raw_outputs, picture_hypers
+):
   """Runs a shard's blocks in one batch; keeps inactive slots as they were.
 
   With no raw outputs the model returns NAP sums over ``granule`` samples,
   and frames are closed on that coarser time grid (hops and frame counts
   are multiples of the granule, so no group straddles two frames).
+  ``picture_hypers``: ``(sai_hypers, pitchogram_hypers)`` to run the SAI and
+  pitchogram on each stream's per-sample NAP, or None.
 
   Every slot starts from the designed state (AGC phases at 0) and only ever
   runs whole blocks, so when a block is a whole number of AGC periods every
@@ -108,17 +130,17 @@ def _shard_step(state: PoolState, blocks, active, *, hypers, weights, granule, n
   """
   phases_at_zero = blocks.shape[1] % carfac.agc_period(hypers) == 0
   outputs = tuple(dict.fromkeys(("naps",) + raw_outputs))
+  step = 1 if raw_outputs or picture_hypers else granule
   seg, model = carfac.run_segment_batch(
       blocks,
       hypers,
       weights,
       state.model,
       outputs=outputs,
-      sum_every=1 if raw_outputs else granule,
+      sum_every=step,
       phases_at_zero=phases_at_zero,
   )
   reduce = functools.partial(reduce_to_frames, n_out=n_frames_out)
-  step = granule if not raw_outputs else 1
   frames, n_frames, frame_sum, frame_count = jax.vmap(reduce)(
       seg["naps"], state.frame_sum, state.frame_count // step, state.hop // step
   )
@@ -131,7 +153,15 @@ def _shard_step(state: PoolState, blocks, active, *, hypers, weights, granule, n
       frame_count=keep(frame_count * step, state.frame_count),
   )
   raw = {name: seg[name] for name in raw_outputs}
-  return new_state, frames, jnp.where(active, n_frames, 0), raw
+  pictures = None
+  if picture_hypers:
+    # ``advance`` rather than ``keep``: a select over every slot's SAI buffer would cost more than the SAI.
+    _, profile, coords, sai, pitchogram = jax.vmap(
+        carfac.run_pitchogram_segment, in_axes=(0, None, None, 0, 0, 0)
+    )(seg["naps"][..., 0], *picture_hypers, state.sai, state.pitchogram, active)
+    new_state = dataclasses.replace(new_state, sai=sai, pitchogram=pitchogram)
+    pictures = (profile, coords)  # the SAI frames stay in the state: copying them all costs more than the SAI
+  return new_state, frames, jnp.where(active, n_frames, 0), raw, pictures
 
 
 def _bucket_step(state: PoolState, blocks, active, *, size: int, **step_options):
@@ -139,9 +169,9 @@ def _bucket_step(state: PoolState, blocks, active, *, size: int, **step_options)
   if size == state.hop.shape[0]:
     return _shard_step(state, blocks, active, **step_options)
   head = jax.tree.map(lambda leaf: leaf[:size], state)
-  new_head, frames, n_frames, raw = _shard_step(head, blocks, active, **step_options)
+  new_head, *outputs = _shard_step(head, blocks, active, **step_options)
   state = jax.tree.map(lambda leaf, new: leaf.at[:size].set(new), state, new_head)
-  return state, frames, n_frames, raw
+  return state, *outputs
 
 
 def _reset_slot(state: PoolState, initial: PoolState, slot, hop):
@@ -174,6 +204,10 @@ class StreamPool:
   sample (about 2x faster batched; any block size is exact, only slower).
   ``shards`` (default 1) must divide ``capacity``. ``buckets``: the batch sizes compiled per shard (default
   ``bucket_ladder(capacity // shards)``; the shard size is always one).
+  ``pitchogram``: a ``carfac.PitchogramPipelineParams`` (its
+  ``num_samples_per_segment`` the block size; its ``highest_pole_hz`` is the
+  design's business and is not read) to compute every stream's SAI and
+  pitchogram per block (mono pools only; see the module doc).
   """
 
   def __init__(
@@ -188,6 +222,7 @@ class StreamPool:
       shards: int = 1,
       frame_granule: int | None = None,
       buckets: Sequence[int] | None = None,
+      pitchogram: carfac.PitchogramPipelineParams | None = None,
   ):
     min_hop = hop if min_hop is None else min_hop
     if capacity < 1 or block_size < 1 or not 1 <= min_hop <= hop:
@@ -215,11 +250,15 @@ class StreamPool:
     self.n_ears = self.hypers.n_ears
     self.n_ch = self.hypers.ears[0].n_ch
     self.max_frames = max_frames(block_size, min_hop)
+    self.pitchogram = pitchogram
+    self._picture_hypers, picture_states = self._design_pictures(params, pitchogram)
     self._initial = PoolState(
         model=model_state,
         hop=jnp.asarray(hop, jnp.int32),
         frame_sum=jnp.zeros((self.n_ch, self.n_ears), self.dtype),
         frame_count=jnp.asarray(0, jnp.int32),
+        sai=picture_states[0],
+        pitchogram=picture_states[1],
     )
     self._states = [jax.tree.map(lambda leaf: jnp.stack([leaf] * shard_slots), self._initial) for _ in range(shards)]
     self._free = list(range(capacity))  # slot numbers not in use
@@ -229,6 +268,24 @@ class StreamPool:
     self._executor = ThreadPoolExecutor(shards, thread_name_prefix="carfac-shard") if shards > 1 else None
     self._compile()
 
+  def _design_pictures(self, params: carfac.CarfacDesignParameters, pitchogram) -> tuple:
+    """The SAI and pitchogram hypers and initial states, or (None, (None, None)) without pictures."""
+    if pitchogram is None:
+      return None, (None, None)
+    if self.n_ears != 1:
+      raise ValueError(f"the pitchogram is mono: a pool with pitchogram needs 1 ear, got {self.n_ears}")
+    if pitchogram.num_samples_per_segment != self.block_size:
+      raise ValueError(
+          f"the pitchogram's segment ({pitchogram.num_samples_per_segment} samples) "
+          f"must be the pool's block ({self.block_size})"
+      )
+    return carfac.design_and_init_pitchogram_stages(params.fs, params.ears[0].car, pitchogram, self.dtype)
+
+  @property
+  def picture_hypers(self) -> tuple[carfac.SaiHypers, carfac.PitchogramHypers] | None:
+    """The designed SAI and pitchogram of a pool with ``pitchogram`` (else None)."""
+    return self._picture_hypers
+
   def _compile(self) -> None:
     """Ahead-of-time compilation: calls below can never trigger a compile."""
     step_options = dict(
@@ -237,6 +294,7 @@ class StreamPool:
         granule=self.frame_granule,
         n_frames_out=self.max_frames,
         raw_outputs=self.raw_outputs,
+        picture_hypers=self._picture_hypers,
     )
     state = self._states[0]
 
@@ -252,6 +310,8 @@ class StreamPool:
     scalar = jax.ShapeDtypeStruct((), np.int32)
     self._reset = jax.jit(_reset_slot, donate_argnums=0).lower(state, self._initial, scalar, scalar).compile()
     self._move = jax.jit(_move_slot, donate_argnums=0).lower(state, scalar, scalar).compile()
+    if self._picture_hypers is not None:
+      self._sai_frame = jax.jit(lambda state, position: state.sai.frame[position]).lower(state, scalar).compile()
 
   @property
   def initial_state(self) -> PoolState:
@@ -358,15 +418,23 @@ class StreamPool:
 
   def _run_shard(self, shard: int, batch: np.ndarray, active: np.ndarray):
     """Steps a shard's packed streams (``len(active)``: a compiled batch size); outputs on the host."""
-    self._states[shard], frames, n_frames, raw = self._steps[len(active)](self._states[shard], batch, active)
-    return np.asarray(frames), np.asarray(n_frames), {k: np.asarray(v) for k, v in raw.items()}
+    self._states[shard], frames, n_frames, raw, pictures = self._steps[len(active)](
+        self._states[shard], batch, active
+    )
+    pictures = None if pictures is None else tuple(np.asarray(x) for x in pictures)
+    return np.asarray(frames), np.asarray(n_frames), {k: np.asarray(v) for k, v in raw.items()}, pictures
 
   def _in_parallel(self, run: Callable[[int], object], shards: Sequence[int]) -> list:
     """``run`` of each shard, on the thread pool when there are several (one runs here: no thread hop)."""
     return list(self._executor.map(run, shards) if self._executor and len(shards) > 1 else map(run, shards))
 
-  def step(self, blocks: Mapping[int, np.ndarray]) -> dict[int, BlockResult]:
-    """Advances every stream in ``blocks`` (slot -> one block) by one block."""
+  def step(self, blocks: Mapping[int, np.ndarray], sai_frames: Collection[int] = ()) -> dict[int, BlockResult]:
+    """Advances every stream in ``blocks`` (slot -> one block) by one block.
+
+    ``sai_frames``: slots (among ``blocks``) whose new SAI frame to return
+    too, in a pool with ``pitchogram`` (each is a copy of 300 KB or so, so
+    only those that want one).
+    """
     batches: dict[int, np.ndarray] = {}
     actives: dict[int, np.ndarray] = {}
     for slot, block in blocks.items():
@@ -388,12 +456,16 @@ class StreamPool:
     results = {}
     for slot in blocks:
       shard, position = self._where[slot]
-      frames, n_frames, raw = outputs[shard]
+      frames, n_frames, raw, pictures = outputs[shard]
       count = int(n_frames[position])
       results[slot] = BlockResult(
           frames=frames[position, :count],
           first_frame=self._next_frame[slot],
           raw={name: values[position] for name, values in raw.items()},
+          pictures=None if pictures is None else Pictures(
+              *(x[position] for x in pictures),
+              np.asarray(self._sai_frame(self._states[shard], np.int32(position))) if slot in sai_frames else None,
+          ),
       )
       self._next_frame[slot] += count
     return results

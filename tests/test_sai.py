@@ -204,3 +204,21 @@ def test_a_segment_of_the_wrong_shape_is_refused() -> None:
   hypers, state = design_and_init_sai(SaiDesignParameters(), np.float32)
   with pytest.raises(ValueError, match=r"nap_segment must be \(input_segment_width, n_ch\) = \(256, 71\)"):
     run_sai_segment(np.zeros((71, 256), np.float32), hypers, state)
+
+
+def test_a_segment_that_does_not_advance_leaves_the_state_exactly_as_it_was() -> None:
+  """``advance=False`` (a batch stepping only some streams): state and frame unchanged, bit for bit;
+  the streams that advance get what they would alone."""
+  params = pipeline_sai_params(8, 300, cpp_compatible=True)
+  hypers, state = design_and_init_sai(params, np.float32)
+  naps = np.random.default_rng(2).normal(size=(5, 256, 8)).astype(np.float32)
+  for segment in naps[:3]:
+    _, state = run_sai_segment_jit(segment, hypers, state)
+  step = jax.jit(run_sai_segment, static_argnums=1)
+  frame, held = step(naps[3], hypers, state, np.bool_(False))
+  for a, b in zip(jax.tree.leaves(held), jax.tree.leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(frame, state.frame)
+  moved, _ = step(naps[3], hypers, held, np.bool_(True))
+  alone, _ = step(naps[3], hypers, state)
+  np.testing.assert_array_equal(moved, alone)
