@@ -12,6 +12,9 @@ blocks, 10 ms hop (220 samples). Measures
   follows the load), beside a capacity-1 pool and ``run_segment_jit`` on one
   stream in the same blocks, and the real-time capacity the pool measures
   for itself (``StepCosts``, a step within 70% of a block);
+- pictures: a full 64-slot pool with every stream's SAI and pitchogram
+  (``pitchogram=``) against the same pool without, 1 shard and one per core:
+  the extra time per stream and block (``--pictures-only``: just this);
 - cold start: wall time of a fresh process that imports, builds a 64-slot,
   2-shard pool and steps its first block, with JAX's persistent compilation
   cache empty and then warm;
@@ -107,6 +110,23 @@ def bench_pool(capacity: int, shards: int, steps: int, ihc_style: str = "two_cap
   }
 
 
+def bench_pictures(shards: int, steps: int, capacity: int = 64) -> dict:
+  """A full pool with the SAI and pitchogram of every stream against the same pool without."""
+  params = carfac.CarfacDesignParameters(fs=FS)
+  medians = {}
+  for name, pitchogram in (("nap_only", None), ("with_pictures", carfac.PitchogramPipelineParams())):
+    pool = StreamPool(params, capacity, BLOCK, HOP, shards=shards, pitchogram=pitchogram)
+    medians[name] = _median_step(pool, [pool.join() for _ in range(capacity)], steps)
+  return {
+      "capacity": capacity,
+      "shards": shards,
+      **{f"{name}_step_median_ms": 1e3 * t for name, t in medians.items()},
+      "pictures_ms_per_stream": 1e3 * (medians["with_pictures"] - medians["nap_only"]) / capacity,
+      "pictures_extra_over_nap_step": medians["with_pictures"] / medians["nap_only"] - 1,
+      "with_pictures_aggregate_x_real_time": capacity * BLOCK / FS / medians["with_pictures"],
+  }
+
+
 def bench_load_curve(shards: int, steps: int, capacity: int = 64) -> dict:
   """Step time against active streams in one pool, and the capacity it measures for itself."""
   pool = StreamPool(carfac.CarfacDesignParameters(fs=FS), capacity, BLOCK, HOP, shards=shards)
@@ -175,11 +195,18 @@ def bench_reference(src: str, n_streams: int = 64) -> dict:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument("--pictures-only", action="store_true", help="only the SAI and pitchogram cost")
   args = parser.parse_args()
+  cores = os.cpu_count() or 1
+  pictures = [bench_pictures(s, args.steps) for s in sorted({1, cores})]
+  if args.pictures_only:
+    print(json.dumps({"machine": describe(), "pictures": pictures}, indent=2))
+    return
   report = {
       "machine": describe(),
       "config": {"fs": FS, "block": BLOCK, "hop": HOP, "dtype": "float32"},
       "pool": [bench_pool(c, s, args.steps) for c in (64, 128) for s in (1, 2)],
+      "pictures": pictures,
       "load_curve": [bench_load_curve(s, args.steps) for s in (1, 2)],
       "one_stream": bench_one_stream(args.steps),
       "cold_start": bench_cold_start(),
@@ -194,7 +221,6 @@ def main() -> None:
     report["ratios"] = {"pool_aggregate_speedup": best / reference["aggregate_x_real_time"]}
   cpp = reference_cpp.checkout()
   if cpp:
-    cores = os.cpu_count() or 1
     ours = report["pool_one_cap"] = bench_pool(64, cores, args.steps, "one_cap")
     reference = report["reference_cpp"] = reference_cpp.time_reference(cpp, 10.0, BLOCK, cores)
     per_core = lambda aggregate: aggregate / cores
