@@ -44,6 +44,7 @@ class StreamRequest:
   hop_ms: float | None = None
   outputs: tuple[str, ...] | None = None  # None: frames only
   resume_token: str | None = None  # from the end message of a stream a server drained: continue it
+  sai_interval_ms: float | None = None  # with the sai output: least time between SAI frames (server default)
 
   def __post_init__(self) -> None:
     if self.format not in SAMPLE_FORMATS:
@@ -63,6 +64,8 @@ class StreamRequest:
       message["outputs"] = list(self.outputs)
     if self.resume_token is not None:
       message["resume_token"] = self.resume_token
+    if self.sai_interval_ms is not None:
+      message["sai_interval_ms"] = float(self.sai_interval_ms)
     return json.dumps(message)
 
   def encode(self, audio: np.ndarray) -> bytes:

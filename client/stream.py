@@ -69,8 +69,17 @@ class Session:
     if self.end is None:
       raise StreamFailed(f"the server closed the stream (code {self.close_code}) without an end message")
 
+  def row_shape(self, kind: str) -> tuple[int, ...]:
+    """The shape of one row of output ``kind``, from the ready message (see README, "Protocol v1")."""
+    ready = self.ready
+    if kind == "pitchogram":
+      return (ready["pictures"]["lags"] + 2, 1)
+    if kind == "sai":
+      return (ready["channels"], ready["pictures"]["sai_width"])
+    return (ready["channels"], ready["ears"])
+
   def rows(self, kind: str, fill: float | None = None) -> np.ndarray:
-    """Every row of output ``kind`` (``frames``, ``naps``, ``bm``) in stream order.
+    """Every row of output ``kind`` (``frames``, ``naps``, ``bm``, ``pitchogram``, ``sai``) in stream order.
 
     Each row sits at its stream index (the headers' ``first_index``), so rows
     the server dropped for a slow reader leave gaps: with ``fill`` None a gap
@@ -83,7 +92,7 @@ class Session:
     parts = [(h["first_index"], p) for h, p in zip(self.headers, self.payloads) if h["kind"] == number]
     received = parts[-1][0] + len(parts[-1][1]) if parts else 0
     total = self.end["rows"][kind] if self.end is not None else received
-    out = np.full((total, self.ready["channels"], self.ready["ears"]), np.nan if fill is None else fill, np.float32)
+    out = np.full((total, *self.row_shape(kind)), np.nan if fill is None else fill, np.float32)
     present = np.zeros(total, bool)
     for first, rows in parts:
       out[first : first + len(rows)] = rows

@@ -76,7 +76,7 @@ class Connection:
       self._conversation.result()  # raises what ended it
       await self._finish("stop", 1000)
     elif self._session is not None:
-      await self._finish("shutdown", ErrorKind.SHUTTING_DOWN.close_code, hand_over=self._service.resumable)
+      await self._finish("shutdown", ErrorKind.SHUTTING_DOWN.close_code, hand_over=self._service.hands_over(self._session))
     else:
       raise ProtocolError(ErrorKind.SHUTTING_DOWN, "the server is shutting down")
 

@@ -1,6 +1,8 @@
 """The server's engine thread: every client's blocks through shared pools, batched.
 
-One ``StreamPool`` per ear count, all owned by one thread (a pool is not
+One ``StreamPool`` per ear count (and, with ``--pitchogram``, one more for
+mono streams that ask for the SAI or pitchogram: "1+pictures"), all owned by
+one thread (a pool is not
 thread-safe, and ``pool.step`` is blocking CPU work that must stay off the
 event loop). Connections, on the loop, queue blocks on their ``EngineStream``;
 each pool's ``engine.scheduler.Scheduler`` decides when it steps (the
@@ -65,12 +67,22 @@ class StreamListener(Protocol):
 
 
 class EngineStream(ScheduledStream):
-  """One client's slot in a pool. Its methods are called on the event loop."""
+  """One client's slot in a pool. Its methods are called on the event loop.
 
-  def __init__(self, engine: Engine, lane: Lane, slot: int, listener: StreamListener):
+  ``sai_every``: in a pool with pictures, the stream's block ``k`` (counted
+  from its start) returns its SAI frame when ``k + 1`` is a multiple of it
+  (0: never).
+  """
+
+  def __init__(self, engine: Engine, lane: Lane, slot: int, listener: StreamListener, sai_every: int = 0):
     super().__init__()
     self._engine, self.lane, self.slot, self.listener = engine, lane, slot, listener
+    self.sai_every, self.blocks_stepped = sai_every, 0  # blocks_stepped: engine thread only
     self.closed = False
+
+  def wants_sai_frame(self) -> bool:
+    """Whether the next block stepped should return the SAI frame (engine thread)."""
+    return self.sai_every > 0 and (self.blocks_stepped + 1) % self.sai_every == 0
 
   def submit(self, blocks: list[np.ndarray], final: bool = False) -> None:
     """Queues model-rate blocks; ``final``: these are the stream's last."""
@@ -89,6 +101,7 @@ class _JoinRequest:
   listener: StreamListener
   deadline: float  # monotonic: the longest it waits for a finishing stream's slot
   resume: SlotState | None = None  # a drained stream's state to continue from
+  sai_every: int = 0  # see EngineStream
   future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
 
 
@@ -110,6 +123,14 @@ def _close_if_joined(future: concurrent.futures.Future) -> None:
     future.result().close()
 
 
+PICTURES = "+pictures"
+
+
+def lane_key(ears: int, pictures: bool = False) -> str:
+  """The name of the pool serving ``ears``-channel streams, with or without pictures: "1", "2", "1+pictures"."""
+  return f"{ears}{PICTURES if pictures else ''}"
+
+
 def design(settings: Settings, ears: int) -> carfac.CarfacDesignParameters:
   """The model design of the pool serving ``ears``-channel clients."""
   params = carfac.CarfacDesignParameters(fs=settings.model_rate, n_ears=ears)
@@ -125,7 +146,7 @@ class Engine:
     self._settings, self._metrics = settings, metrics
     self._cond = threading.Condition()
     self._commands: list[Callable[[], None]] = []
-    self._lanes: dict[int, Lane] = {}
+    self._lanes: dict[str, Lane] = {}
     self._built = threading.Event()
     self._stopping = False
     self._thread: threading.Thread | None = None
@@ -140,17 +161,23 @@ class Engine:
     if not self.ready:
       raise NotReadyError("the engine is still compiling" if self.error is None else f"the engine failed: {self.error}")
 
-  def lane(self, ears: int) -> Lane:
-    """The pool serving ``ears``-channel streams and its figures (once ready)."""
+  @property
+  def lane_keys(self) -> list[str]:
+    """Every pool's key (``lane_key``), in the order they were built."""
     self._require_ready()
-    return self._lanes[ears]
+    return list(self._lanes)
 
-  def pool(self, ears: int) -> StreamPool:
-    return self.lane(ears).pool
+  def lane(self, key: str) -> Lane:
+    """The pool named ``key`` (``lane_key``) and its figures (once ready)."""
+    self._require_ready()
+    return self._lanes[key]
 
-  def admitted_capacity(self, ears: int) -> int:
-    """The most streams the ``ears`` pool admits (alone, with the other pools idle)."""
-    lane = self.lane(ears)
+  def pool(self, key: str) -> StreamPool:
+    return self.lane(key).pool
+
+  def admitted_capacity(self, key: str) -> int:
+    """The most streams the ``key`` pool admits (alone, with the other pools idle)."""
+    lane = self.lane(key)
     capacity = self._settings.capacity
     return min(lane.realtime_capacity, lane.pool.capacity) if capacity == "auto" else capacity
 
@@ -169,15 +196,22 @@ class Engine:
       self._thread.join(timeout)
 
   async def join(
-      self, ears: int, hop: int, listener: StreamListener, resume: SlotState | None = None
+      self,
+      key: str,
+      hop: int,
+      listener: StreamListener,
+      resume: SlotState | None = None,
+      sai_every: int = 0,
   ) -> EngineStream:
-    """Takes a slot in the ``ears`` pool; raises ``PoolFullError`` when it has no room (see above).
+    """Takes a slot in the ``key`` pool; raises ``PoolFullError`` when it has no room (see above).
 
     ``resume``: start from a drained stream's exported state (``ValueError``
-    if it does not fit the pool).
+    if it does not fit the pool). ``sai_every``: see ``EngineStream``.
     """
-    lane = self.lane(ears)
-    request = _JoinRequest(hop, listener, time.monotonic() + self._settings.join_wait_s, resume)
+    lane = self.lane(key)
+    request = _JoinRequest(
+        hop, listener, time.monotonic() + self._settings.join_wait_s, resume, sai_every
+    )
     self._command(lambda: self._admit(lane, request) or lane.waiting.append(request))
     try:
       return await asyncio.wrap_future(request.future)
@@ -209,7 +243,7 @@ class Engine:
     except Exception as err:
       _settle(request.future, exception=err)
       return True
-    stream = EngineStream(self, lane, slot, request.listener)
+    stream = EngineStream(self, lane, slot, request.listener, request.sai_every)
     with self._cond:
       lane.scheduler.add(stream)
     self._count_slots()
@@ -268,7 +302,9 @@ class Engine:
     s = self._settings
     if s.compile_cache_dir is not None:
       enable_compilation_cache(s.compile_cache_dir)
-    for ears in sorted(set(s.ears)):
+    kinds = [(ears, False) for ears in sorted(set(s.ears))] + ([(1, True)] if s.pitchogram and 1 in s.ears else [])
+    for ears, pictures in kinds:
+      key = lane_key(ears, pictures)
       started = time.perf_counter()
       pool = StreamPool(
           design(s, ears),
@@ -279,23 +315,24 @@ class Engine:
           dtype=np.float32,
           min_hop=s.model_samples(s.min_hop_ms),
           shards=s.shards,
+          pitchogram=carfac.PitchogramPipelineParams(num_samples_per_segment=s.block_size) if pictures else None,
       )
       compiled = time.perf_counter()
       costs = StepCosts.measure(pool)
       measured = costs.realtime_streams(pool, s.realtime_margin)
       scheduler = Scheduler(costs.block_seconds, s.step_interval_s, s.max_lag_s)
-      self._lanes[ears] = Lane(pool, str(ears), scheduler, costs, measured)
-      self._metrics.realtime_capacity.labels(str(ears)).set(measured)
+      self._lanes[key] = Lane(pool, key, scheduler, costs, measured)
+      self._metrics.realtime_capacity.labels(key).set(measured)
       logger.info(
-          "engine: %d-ear pool (%d slots, batch sizes %s) compiled in %.1f s; step %s ms; real time for %d streams "
+          "engine: %s-ear pool (%d slots, batch sizes %s) compiled in %.1f s; step %s ms; real time for %d streams "
           "(a step within %.0f%% of a block)",
-          ears, pool.capacity, list(pool.buckets), compiled - started,
+          key, pool.capacity, list(pool.buckets), compiled - started,
           {size: round(1000 * t, 2) for size, t in costs.seconds.items()}, measured, 100 * s.realtime_margin,
       )  # fmt: skip
       if s.capacity != "auto" and s.capacity > measured:
         logger.warning(
-            "engine: --capacity %d is above the %d %d-ear streams this machine was measured to serve in real time",
-            s.capacity, measured, ears,
+            "engine: --capacity %d is above the %d %s-ear streams this machine was measured to serve in real time",
+            s.capacity, measured, key,
         )  # fmt: skip
     if s.capacity == "auto" and min(lane.realtime_capacity for lane in self._lanes.values()) == 0:
       logger.warning("engine: this machine cannot serve even one stream per shard in real time; streams are refused")
@@ -344,11 +381,14 @@ class Engine:
   def _step(self, lane: Lane, batch: list[tuple[EngineStream, np.ndarray]]) -> None:
     started = time.perf_counter()
     try:
-      results = lane.pool.step({stream.slot: block for stream, block in batch})
+      sai_frames = [stream.slot for stream, _ in batch if stream.wants_sai_frame()]
+      results = lane.pool.step({stream.slot: block for stream, block in batch}, sai_frames)
     except Exception as err:
       logger.exception("engine: a step of the %s-ear pool failed", lane.label)
       self._loop.call_soon_threadsafe(_deliver_error, [stream for stream, _ in batch], err)
       return
+    for stream, _ in batch:
+      stream.blocks_stepped += 1
     seconds = time.perf_counter() - started
     lane.costs.observe(lane.pool, seconds)
     self._metrics.step_slowdown.labels(lane.label).set(lane.costs.slowdown)

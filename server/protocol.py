@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import struct
 from typing import Any, Literal
 
@@ -22,9 +23,22 @@ from server.settings import Settings
 
 PROTOCOL_VERSION = 1
 
-# Message kinds of binary frame messages: what their rows are.
-OUTPUT_KINDS = {"frames": 1, "naps": 2, "bm": 3}  # mean NAP per hop; per-sample NAP; per-sample BM
+# Message kinds of binary frame messages: what their rows are. frames: mean NAP per hop; naps, bm: per
+# sample; pitchogram: per block, the lag profile and the two vowel coordinates; sai: whole SAI frames, one
+# every sai_every blocks (row i is block (i + 1) * sai_every - 1's).
+OUTPUT_KINDS = {"frames": 1, "naps": 2, "bm": 3, "pitchogram": 4, "sai": 5}
 KIND_NAMES = {kind: name for name, kind in OUTPUT_KINDS.items()}
+PICTURE_OUTPUTS = ("pitchogram", "sai")  # mono, from the engine's pool with pictures (--pitchogram)
+# What a payload's dimensions are, per kind: the header's channels and ears fields are the 2nd and 3rd.
+LAYOUTS = {
+    "frames": ["count", "channels", "ears"],
+    "naps": ["count", "channels", "ears"],
+    "bm": ["count", "channels", "ears"],
+    "pitchogram": ["count", "lags + 2", "1"],
+    "sai": ["count", "channels", "lags"],
+}
+SAI_INTERVAL_MS = (20.0, 10000.0)  # the range a client may ask for; default below
+DEFAULT_SAI_INTERVAL_MS = 100.0
 SAMPLE_FORMATS = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}
 SAMPLE_RATE_RANGE = (1000.0, 384000.0)
 MAX_HOP_MS = 1000.0
@@ -89,6 +103,7 @@ class StartMessage(BaseModel):
   format: str
   hop_ms: float | None = None
   outputs: list[str] = Field(default_factory=lambda: ["frames"], min_length=1)
+  sai_interval_ms: float | None = None  # with the sai output: least time between two SAI frames
   resume_token: str | None = None  # from the end message of a stream the server drained
 
 
@@ -101,6 +116,12 @@ class StreamSpec:
   sample_dtype: np.dtype
   hop: int  # model samples per frame
   outputs: tuple[str, ...]
+  sai_every: int = 0  # with the sai output: one SAI frame every this many blocks
+
+  @property
+  def pictures(self) -> bool:
+    """Whether the stream needs the engine's pool with pictures (it asked for pitchogram or sai)."""
+    return any(name in PICTURE_OUTPUTS for name in self.outputs)
 
   def identity(self) -> dict[str, Any]:
     """What a resumed stream must be started with again: the same audio, hop and outputs."""
@@ -135,6 +156,26 @@ def parse_start(message: dict[str, Any]) -> StartMessage:
     raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"invalid start message: {problems}") from None
 
 
+def offered_outputs(settings: Settings) -> list[str]:
+  """The output names this server offers."""
+  pictures = list(PICTURE_OUTPUTS) if settings.pitchogram and 1 in settings.ears else []
+  return ["frames", *settings.raw_outputs, *pictures]
+
+
+def _sai_every(start: StartMessage, settings: Settings) -> int:
+  """Blocks between two SAI frames: the fewest that span ``sai_interval_ms``."""
+  if "sai" not in start.outputs:
+    if start.sai_interval_ms is not None:
+      raise ProtocolError(ErrorKind.INVALID_MESSAGE, "sai_interval_ms is only for the sai output")
+    return 0
+  interval = DEFAULT_SAI_INTERVAL_MS if start.sai_interval_ms is None else start.sai_interval_ms
+  low, high = SAI_INTERVAL_MS
+  if not low <= interval <= high:
+    raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"sai_interval_ms must be within [{low:g}, {high:g}]")
+  block_ms = 1000 * settings.block_size / settings.model_rate
+  return max(1, math.ceil(interval / block_ms - 1e-9))
+
+
 def negotiate(start: StartMessage, settings: Settings) -> StreamSpec:
   """Checks a start message's values against what this server offers."""
   low, high = SAMPLE_RATE_RANGE
@@ -144,16 +185,21 @@ def negotiate(start: StartMessage, settings: Settings) -> StreamSpec:
     raise ProtocolError(ErrorKind.UNSUPPORTED, f"format {start.format!r}: choose from {sorted(SAMPLE_FORMATS)}")
   if start.channels not in settings.ears:
     raise ProtocolError(ErrorKind.UNSUPPORTED, f"channels {start.channels}: this server serves {settings.ears}")
-  offered = ["frames", *settings.raw_outputs]
+  offered = offered_outputs(settings)
   if any(name not in offered for name in start.outputs):
     raise ProtocolError(ErrorKind.UNSUPPORTED, f"outputs {start.outputs}: choose from {offered}")
   if len(set(start.outputs)) != len(start.outputs):  # offered names, but a wrong value
     raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"outputs {start.outputs}: the names must be distinct")
+  if start.channels != 1 and any(name in PICTURE_OUTPUTS for name in start.outputs):
+    raise ProtocolError(ErrorKind.UNSUPPORTED, "the pitchogram and sai outputs are mono: channels must be 1")
+  sai_every = _sai_every(start, settings)
   hop_ms = settings.hop_ms if start.hop_ms is None else start.hop_ms
   if not settings.min_hop_ms <= hop_ms <= MAX_HOP_MS:
     raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"hop_ms must be within [{settings.min_hop_ms}, {MAX_HOP_MS}]")
   hop = settings.model_samples(hop_ms)
-  return StreamSpec(start.sample_rate, start.channels, SAMPLE_FORMATS[start.format], hop, tuple(start.outputs))
+  return StreamSpec(
+      start.sample_rate, start.channels, SAMPLE_FORMATS[start.format], hop, tuple(start.outputs), sai_every
+  )
 
 
 def decode_audio(data: bytes, spec: StreamSpec) -> np.ndarray:
@@ -198,11 +244,31 @@ class FrameMessage:
     return header + np.ascontiguousarray(self.rows, PAYLOAD_DTYPE).tobytes()
 
 
-def ready_message(
-    spec: StreamSpec, model_rate: float, centre_frequencies: np.ndarray, block_size: int, send_queue: int
-) -> dict[str, Any]:
-  """The server's answer to ``start``: everything needed to read frame messages."""
+def pictures_description(spec: StreamSpec, lags_s: np.ndarray, sai_width: int, block_size: int, model_rate: float):
+  """The ready message's ``pictures`` entry: how to read pitchogram and sai rows."""
   return {
+      "segment_samples": block_size,
+      "lags": len(lags_s),
+      "lags_s": [float(lag) for lag in lags_s],
+      "sai_width": sai_width,
+      "sai_every_blocks": spec.sai_every,
+      "sai_interval_ms": 1000 * spec.sai_every * block_size / model_rate,
+  }
+
+
+def ready_message(
+    spec: StreamSpec,
+    model_rate: float,
+    centre_frequencies: np.ndarray,
+    block_size: int,
+    send_queue: int,
+    pictures: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+  """The server's answer to ``start``: everything needed to read frame messages.
+
+  ``pictures``: ``pictures_description(...)``, for a stream with pictures.
+  """
+  message = {
       "type": "ready",
       "protocol": PROTOCOL_VERSION,
       "model_rate": model_rate,
@@ -215,9 +281,13 @@ def ready_message(
       "outputs": list(spec.outputs),
       "kinds": {name: OUTPUT_KINDS[name] for name in spec.outputs},
       "payload": {"dtype": PAYLOAD_DTYPE, "layout": ["count", "channels", "ears"], "order": "C"},
+      "layouts": {name: LAYOUTS[name] for name in spec.outputs},
       "header": {"struct": HEADER.format, "bytes": HEADER.size, "fields": list(HEADER_FIELDS)},
       "send_queue_messages": send_queue,
   }
+  if pictures is not None:
+    message["pictures"] = pictures
+  return message
 
 
 def end_message(

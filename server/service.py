@@ -17,7 +17,7 @@ import time
 from typing import Any, Iterator, Protocol
 
 from engine.pool import PoolFullError
-from server.engine_thread import Engine, NotReadyError
+from server.engine_thread import Engine, NotReadyError, lane_key
 from server.metrics import Metrics
 from server.protocol import (
     MAX_HOP_MS,
@@ -27,6 +27,7 @@ from server.protocol import (
     ErrorKind,
     ProtocolError,
     StreamSpec,
+    offered_outputs,
 )
 from server.resume import Checkpoint, ResumeTokenError, ResumeTokenExpired, design_fingerprint, seal, unseal
 from server.settings import Settings
@@ -92,7 +93,8 @@ class StreamService:
     (the pool sums the NAP in groups of that many samples).
     """
     try:
-      pool = self.engine.pool(spec.channels)
+      key = lane_key(spec.channels, spec.pictures)
+      pool = self.engine.pool(key)
     except NotReadyError as err:
       raise ProtocolError(ErrorKind.NOT_READY, str(err)) from None
     granule = pool.frame_granule
@@ -104,12 +106,12 @@ class StreamService:
       if checkpoint is not None:
         session.restore(checkpoint)
       resume = None if checkpoint is None else checkpoint.slot
-      session.attach(await self.engine.join(spec.channels, spec.hop, session, resume))
+      session.attach(await self.engine.join(key, spec.hop, session, resume, spec.sai_every))
     except ValueError as err:  # a signed token whose state does not fit this server
       raise ProtocolError(ErrorKind.INVALID_RESUME_TOKEN, f"the resume token does not fit this server: {err}") from None
     except PoolFullError:
-      capacity = self.engine.admitted_capacity(spec.channels)
-      raise ProtocolError(ErrorKind.POOL_FULL, f"the server is serving all the {spec.channels}-ear streams it can "
+      capacity = self.engine.admitted_capacity(key)
+      raise ProtocolError(ErrorKind.POOL_FULL, f"the server is serving all the {key}-ear streams it can "
                           f"in real time ({capacity} on their own)") from None  # fmt: skip
     return session
 
@@ -118,12 +120,20 @@ class StreamService:
     """Whether drained streams get a resume token (a resume key is set)."""
     return self.settings.resume_key is not None
 
+  def hands_over(self, session: StreamSession) -> bool:
+    """Whether a shutdown hands ``session`` over with a resume token rather than flushing it.
+
+    Streams with pictures are flushed: their SAI state (about 1.2 MB a
+    stream) would not fit in a start message.
+    """
+    return self.resumable and not session.spec.pictures
+
   def _key(self) -> bytes:
     return self.settings.resume_key.get_secret_value().encode()
 
   def _design(self, ears: int) -> str:
     if ears not in self._designs:
-      self._designs[ears] = design_fingerprint(self.engine.pool(ears))
+      self._designs[ears] = design_fingerprint(self.engine.pool(lane_key(ears)))
     return self._designs[ears]
 
   def _checkpoint(self, token: str, spec: StreamSpec) -> Checkpoint:
@@ -165,7 +175,8 @@ class StreamService:
   def info(self) -> dict[str, Any]:
     """What ``GET /v1/info`` reports (raises ``NotReadyError`` while compiling)."""
     s = self.settings
-    pool = self.engine.pool(s.ears[0])
+    pool = self.engine.pool(lane_key(s.ears[0]))
+    keys = self.engine.lane_keys
     return {
         "protocol": PROTOCOL_VERSION,
         "model_rate": pool.hypers.fs,
@@ -180,23 +191,21 @@ class StreamService:
         "min_hop_ms": s.min_hop_ms,
         "max_hop_ms": MAX_HOP_MS,
         "formats": sorted(SAMPLE_FORMATS),
-        "outputs": ["frames", *s.raw_outputs],
+        "outputs": offered_outputs(s),
         "sample_rate_range_hz": list(SAMPLE_RATE_RANGE),
         "token_required": s.token is not None,
-        "realtime_capacity": {str(ears): self.engine.lane(ears).realtime_capacity for ears in s.ears},
+        "realtime_capacity": {key: self.engine.lane(key).realtime_capacity for key in keys},
         "realtime_capacity_now": {
-            str(ears): self.engine.lane(ears).costs.realtime_streams(
-                self.engine.pool(ears), s.realtime_margin, observed=True
-            )
-            for ears in s.ears
+            key: self.engine.lane(key).costs.realtime_streams(self.engine.pool(key), s.realtime_margin, observed=True)
+            for key in keys
         },
-        "step_slowdown": {str(ears): round(self.engine.lane(ears).costs.slowdown, 3) for ears in s.ears},
+        "step_slowdown": {key: round(self.engine.lane(key).costs.slowdown, 3) for key in keys},
         "step_ms": {
-            str(ears): {str(size): round(1000 * t, 3) for size, t in self.engine.lane(ears).costs.seconds.items()}
-            for ears in s.ears
+            key: {str(size): round(1000 * t, 3) for size, t in self.engine.lane(key).costs.seconds.items()}
+            for key in keys
         },
         "limits": {
-            "streams_per_pool": {str(ears): self.engine.admitted_capacity(ears) for ears in s.ears},
+            "streams_per_pool": {key: self.engine.admitted_capacity(key) for key in keys},
             "capacity": s.capacity,
             "realtime_margin": s.realtime_margin,
             "max_lag_s": s.max_lag_s,

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
   raw_outputs: list[Literal["naps", "bm"]] = Field(
       [], description="per-sample outputs clients may ask for (each costs engine time for every stream)"
   )
+  pitchogram: bool = Field(
+      True,
+      description="offer the pitchogram and sai outputs to mono clients: one more engine pool, whose streams "
+      "also run the SAI (about 2.5x a stream's NAP cost)",
+  )
   step_interval_ms: float | None = Field(
       None,
       ge=0,

@@ -3,12 +3,13 @@
     bytes -> decode_audio (format, whole samples, NaN/Inf rejected)
           -> BlockFeed (soxr to the model rate, re-blocking)
           -> EngineStream (queued for the engine thread)
-    BlockResult -> frames / raw rows over real samples only -> Outbox
+    BlockResult -> frames / raw rows / pictures over real samples only -> Outbox
 
 A stream's tail is flushed by ``finish``: the resampler's tail and a
 zero-padded last block. As in ``engine.runner``, frames whose hop reaches into
-that padding are not sent, and raw rows stop at the last real sample, so every
-row sent is computed from the client's audio alone.
+that padding are not sent, raw rows stop at the last real sample, and a
+block's pitchogram row and SAI frame are sent only if the whole block is real
+audio, so every row sent is computed from the client's audio alone.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from server.protocol import (
     StreamSpec,
     decode_audio,
     end_message,
+    pictures_description,
     ready_message,
 )
 from server.resume import Checkpoint
@@ -39,6 +41,12 @@ from server.resume import Checkpoint
 
 class ClientGone(Exception):
   """The client disconnected."""
+
+
+def _pitchogram_rows(result: BlockResult) -> np.ndarray:
+  """A block's pitchogram row (1, lags + 2, 1): the lag profile, then the F2 and F1 coordinates."""
+  pictures = result.pictures
+  return np.concatenate([pictures.lag_profile, pictures.vowel_coords])[None, :, None]
 
 
 class StreamSession:
@@ -144,11 +152,18 @@ class StreamSession:
 
   def on_result(self, result: BlockResult) -> None:
     """An engine result (on the loop): queues the rows that real samples cover."""
-    block_start = self._done * self._block_size
+    block = self._done
+    block_start = block * self._block_size
     self._done += 1
     for name in self.spec.outputs:
       if name == "frames":
         first, rows = result.first_frame, self.feed.over_real_samples(result.frames, result.first_frame, self.spec.hop)
+      elif name == "pitchogram":
+        first, rows = block, self.feed.over_real_samples(_pitchogram_rows(result), block, self._block_size)
+      elif name == "sai":  # numbered by SAI frame: frame i is block (i + 1) * sai_every - 1's
+        first = (block + 1) // self.spec.sai_every - 1
+        taken = result.pictures.sai_frame
+        rows = self.feed.over_real_samples(np.empty((0, 0, 0)) if taken is None else taken[None], block, self._block_size)
       else:
         first, rows = block_start, self.feed.over_real_samples(result.raw[name], block_start, 1)
       if len(rows):
@@ -171,8 +186,12 @@ class StreamSession:
 
   def ready_message(self) -> dict[str, Any]:
     pool = self._pool
+    pictures = None
+    if self.spec.pictures:
+      sai, pitchogram = pool.picture_hypers
+      pictures = pictures_description(self.spec, pitchogram.lags_s, sai.sai_width, pool.block_size, pool.hypers.fs)
     return ready_message(
-        self.spec, pool.hypers.fs, pool.centre_frequencies(), pool.block_size, self.outbox.limit
+        self.spec, pool.hypers.fs, pool.centre_frequencies(), pool.block_size, self.outbox.limit, pictures
     )
 
   def end_message(self, reason: str, resume_token: str | None = None) -> dict[str, Any]:

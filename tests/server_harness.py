@@ -136,6 +136,7 @@ async def stream(
     *,
     hop_ms: float | None = None,
     outputs: list[str] | None = None,
+    sai_interval_ms: float | None = None,
     pause_s: float = 0.0,
     pacing: Pacing | None = None,
     seed: int = 0,
@@ -144,7 +145,9 @@ async def stream(
 ) -> Session:
   """Streams ``audio`` (n, channels) in random chunks ``pause_s`` apart (or as ``pacing`` says); returns all
   that came back."""
-  request = StreamRequest(rate, audio.shape[1], fmt, hop_ms, None if outputs is None else tuple(outputs))
+  request = StreamRequest(
+      rate, audio.shape[1], fmt, hop_ms, None if outputs is None else tuple(outputs), sai_interval_ms=sai_interval_ms
+  )
   async with asyncio.timeout(TIMEOUT_S):
     pacing = pacing or Pacing(pause_s)
     audio_chunks = _paced(chunks(audio, seed), pacing)

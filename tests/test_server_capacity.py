@@ -26,7 +26,7 @@ START = json.dumps({"type": "start", "sample_rate": 22050, "channels": 1, "forma
 @pytest.fixture()
 def auto_server() -> Iterator[InProcessServer]:
   """Capacity measured at start-up (the default), 8 slots in one shard."""
-  settings = Settings(port=0, log_level="warning", ears=[1], pool_slots=8, shards=1, max_lag_s=0.3)
+  settings = Settings(port=0, log_level="warning", ears=[1], pool_slots=8, shards=1, max_lag_s=0.3, pitchogram=False)
   assert settings.capacity == "auto"
   server = InProcessServer(settings).start()
   yield server
@@ -61,12 +61,12 @@ def test_the_server_admits_exactly_its_measured_realtime_capacity(auto_server) -
 def test_a_stream_the_engine_falls_behind_is_ended_as_overloaded(auto_server) -> None:
   """Each step is made to take 50 ms for 11.6 ms of audio: a real-time client falls 0.3 s behind
   within a few steps and gets ``overloaded`` (1013), not an ever-growing delay."""
-  pool = auto_server.server.service.engine.pool(1)
+  pool = auto_server.server.service.engine.pool("1")
   step = pool.step
 
-  def slow_step(blocks):
+  def slow_step(blocks, sai_frames=()):
     time.sleep(0.05)
-    return step(blocks)
+    return step(blocks, sai_frames)
 
   pool.step = slow_step
   audio = make_audio(4.0, 22050.0, 1, seed=3)

@@ -28,7 +28,8 @@ def test_info_describes_model_protocol_and_limits(http, main_server) -> None:
   assert len(info["centre_frequencies_hz"]) == info["channels"] == 71
   assert info["ears"] == [1, 2] and info["block_samples"] == settings.block_size
   assert info["hop_samples"] == settings.model_samples(settings.hop_ms)
-  assert info["formats"] == ["f32le", "s16le"] and info["outputs"] == ["frames", "naps", "bm"]
+  assert info["formats"] == ["f32le", "s16le"] and info["outputs"] == ["frames", "naps", "bm", "pitchogram", "sai"]
+  assert set(info["realtime_capacity"]) == set(info["limits"]["streams_per_pool"]) == {"1", "2", "1+pictures"}
   assert info["token_required"] is True
   assert info["limits"]["max_message_bytes"] == settings.max_message_bytes
 

@@ -42,7 +42,8 @@ TIMER_SLACK_S = 0.005
 def tight_server() -> Iterator[InProcessServer]:
   """One mono slot, three connections, a short idle timeout, no raw outputs."""
   settings = Settings(
-      port=0, log_level="warning", ears=[1], capacity=1, shards=1, max_connections=3, idle_timeout_s=1.5
+      port=0, log_level="warning", ears=[1], capacity=1, shards=1, max_connections=3, idle_timeout_s=1.5,
+      pitchogram=False,
   )
   server = InProcessServer(settings).start()
   yield server

@@ -50,7 +50,8 @@ RESAMPLED_SEAM_TOLERANCE = 3e-2  # of the peak, after the seam of a resampled st
 
 def resume_settings(**changes) -> Settings:
   return Settings(
-      port=0, log_level="warning", ears=[1], capacity=4, shards=1, resume_key=KEY, idle_timeout_s=10, **changes
+      port=0, log_level="warning", ears=[1], capacity=4, shards=1, resume_key=KEY, idle_timeout_s=10,
+      pitchogram=False, **changes
   )
 
 

@@ -119,24 +119,24 @@ async def _until(condition) -> None:
 
 def test_a_join_waits_for_a_finishing_streams_slot_but_no_longer_than_join_wait() -> None:
   """A full pool refuses at once, unless a stream is finishing: then its slot goes to the waiting join."""
-  settings = Settings(ears=[1], capacity=1, shards=1, join_wait_s=0.5)
+  settings = Settings(ears=[1], capacity=1, shards=1, join_wait_s=0.5, pitchogram=False)
   engine = Engine(settings, Metrics())
   block = np.zeros((settings.block_size, 1), np.float32)
 
   async def timed_refusal() -> float:
     started = time.monotonic()
     with pytest.raises(PoolFullError):
-      await engine.join(1, engine.pool(1).hop, _Results())
+      await engine.join("1", engine.pool("1").hop, _Results())
     return time.monotonic() - started
 
   async def scenario() -> None:
     engine.start(asyncio.get_running_loop())
     await _until(lambda: engine.ready)
-    hop, results = engine.pool(1).hop, _Results()
-    first = await engine.join(1, hop, results)
+    hop, results = engine.pool("1").hop, _Results()
+    first = await engine.join("1", hop, results)
     assert await timed_refusal() < settings.join_wait_s  # nobody is finishing: refused at once
     first.submit([block] * 3, final=True)  # finishing: it will give its slot back
-    joining = asyncio.create_task(engine.join(1, hop, _Results()))
+    joining = asyncio.create_task(engine.join("1", hop, _Results()))
     await _until(lambda: results.count == 3)
     assert not joining.done()  # waiting for the slot, not refused
     first.close()
