@@ -3,6 +3,7 @@
     carfac-client stream speech.wav --url ws://HOST:8000/v1/stream --out nap.npz --png nap.png
     carfac-client stream speech.flac --realtime --format s16le --hop-ms 5 --out nap.npz
     carfac-client stream --mic --seconds 10 --out mic.npz      # or until Ctrl-C
+    carfac-client stream voice.wav --outputs pitchogram --png pitch.png
 
 A file goes as fast as the server reads it (``--realtime``: at its own
 pace), with a progress bar on a terminal. The ``.npz`` has the keys that
@@ -10,7 +11,13 @@ pace), with a progress bar on a terminal. The ``.npz`` has the keys that
 (channel 0 highest), ``sample_rate_hz`` (the model's), ``hop_samples`` (at the
 model rate) and ``source``, plus ``dropped_rows`` (rows the server dropped
 for a slow reader; they are zeros in ``nap``). ``--png`` draws the cochleagram
-(frequency in Hz, time in s). A start the server refuses for now
+(frequency in Hz, time in s). ``--outputs pitchogram`` (mono) asks for the
+server's pitchogram too: the ``.npz`` then also holds ``pitchogram`` (n_blocks,
+lags), ``vowel_coords`` (n_blocks, 2: F2, F1), ``pitchogram_lags_s`` and
+``block_samples``, and ``--png`` draws the vowel-coloured pitchogram image
+(lag in ms, time in s; ``--light`` for the light theme) - beside the
+cochleagram, as ``<png stem>.pitchogram.png``, when frames are asked for too.
+A start the server refuses for now
 (``pool_full``, ``too_many_connections``, ``not_ready``, ``shutting_down``)
 is tried again (``--retries``, exponential ``--retry-backoff-s``); behind a
 load balancer the next try reaches another replica. A stream a draining
@@ -36,7 +43,7 @@ from typing import Any, AsyncIterable, Awaitable, Callable, Iterator
 import numpy as np
 from websockets.exceptions import WebSocketException
 
-from client import cochleagram
+from client import cochleagram, pitchogram_picture
 from client.progress import Progress
 from client.protocol import SAMPLE_FORMATS, StreamRequest, auth_headers
 from client.sources import in_thread, realtime
@@ -46,10 +53,32 @@ from engine.microphone import MicrophoneSource, device_argument
 from engine.nap_file import save_nap_npz
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/stream"
+OUTPUT_CHOICES = ("frames", "pitchogram")
 
 
-def save_npz(path: Path, frames: np.ndarray, ready: dict[str, Any], source: str, dropped_rows: int) -> None:
-  """Writes frames (n, channels, ears) with what they are: the keys of ``carfac-nap``, and ``dropped_rows``."""
+def outputs_argument(text: str) -> tuple[str, ...]:
+  """``--outputs``: distinct names among OUTPUT_CHOICES, comma-separated."""
+  names = tuple(name.strip() for name in text.split(",") if name.strip())
+  unknown = [name for name in names if name not in OUTPUT_CHOICES]
+  if not names or unknown or len(set(names)) != len(names):
+    raise argparse.ArgumentTypeError(f"{text!r}: distinct names from {', '.join(OUTPUT_CHOICES)}")
+  return names
+
+
+def save_npz(
+    path: Path, frames: np.ndarray, ready: dict[str, Any], source: str, dropped_rows: int, pitchogram=None
+) -> None:
+  """Writes frames (n, channels, ears) with what they are: the keys of ``carfac-nap``, and ``dropped_rows``;
+  with ``pitchogram`` rows (n_blocks, lags + 2, 1), those and their lags too."""
+  extra = {}
+  if pitchogram is not None:
+    rows = np.asarray(pitchogram)[..., 0]
+    extra = dict(
+        pitchogram=rows[:, :-2],
+        vowel_coords=rows[:, -2:],
+        pitchogram_lags_s=np.asarray(ready["pictures"]["lags_s"]),
+        block_samples=ready["block_samples"],
+    )
   save_nap_npz(
       path,
       frames,
@@ -58,6 +87,7 @@ def save_npz(path: Path, frames: np.ndarray, ready: dict[str, Any], source: str,
       ready["hop_samples"],
       source,
       dropped_rows=dropped_rows,
+      **extra,
   )
 
 
@@ -86,7 +116,7 @@ async def _stream_file(args: argparse.Namespace, stop: threading.Event) -> Sessi
   """
   source = FileSource(args.file)
   source.chunk_frames = max(1, round(args.chunk_ms * source.sample_rate / 1000))
-  request = StreamRequest(source.sample_rate, source.channels, args.format, args.hop_ms)
+  request = StreamRequest(source.sample_rate, source.channels, args.format, args.hop_ms, args.outputs)
   progress = Progress(source.frames / source.sample_rate, sys.stderr if sys.stderr.isatty() else None)
 
   def connection(resume_token: str | None, samples_taken: int) -> Awaitable[Session]:
@@ -107,7 +137,7 @@ async def _stream_file(args: argparse.Namespace, stop: threading.Event) -> Sessi
 async def _stream_microphone(args: argparse.Namespace, stop: threading.Event) -> Session:
   """The microphone (mono) until ``--seconds`` pass or Ctrl-C."""
   with MicrophoneSource(args.device, args.rate, channels=1) as mic:
-    request = StreamRequest(mic.sample_rate, 1, args.format, args.hop_ms)
+    request = StreamRequest(mic.sample_rate, 1, args.format, args.hop_ms, args.outputs)
     if args.seconds is not None:
       asyncio.get_running_loop().call_later(args.seconds, stop.set)
     print(f"{mic.device_name}: {mic.sample_rate:g} Hz -> {args.url}; Ctrl-C stops", file=sys.stderr)
@@ -158,17 +188,31 @@ def stream_command(args: argparse.Namespace) -> int:
   session.check()
   ready, end = session.ready, session.end
   source = "microphone" if args.mic else str(args.file)
-  frames = session.rows("frames", fill=0.0)
+  with_frames = "frames" in args.outputs
+  if with_frames:
+    frames = session.rows("frames", fill=0.0)
+  else:
+    frames = np.zeros((0, ready["channels"], ready["ears"]), np.float32)
+  pitchogram = session.rows("pitchogram", fill=0.0) if "pitchogram" in args.outputs else None
   hop_s = ready["hop_samples"] / ready["model_rate"]
+  written = [args.out] if args.out else []
   if args.out:
-    save_npz(args.out, frames, ready, source, end["dropped_rows"])
+    save_npz(args.out, frames, ready, source, end["dropped_rows"], pitchogram)
   if args.png:
     title = source if args.mic else args.file.name
-    cochleagram.save_png(args.png, frames, np.asarray(ready["centre_frequencies_hz"]), hop_s, title)
-  written = " and ".join(str(path) for path in (args.out, args.png) if path)
+    if with_frames:
+      cochleagram.save_png(args.png, frames, np.asarray(ready["centre_frequencies_hz"]), hop_s, title)
+      written.append(args.png)
+    if pitchogram is not None:
+      path = args.png.with_suffix(".pitchogram.png") if with_frames else args.png
+      block_s = ready["block_samples"] / ready["model_rate"]
+      pitchogram_picture.save_png(path, pitchogram, ready["pictures"]["lags_s"], block_s, title, args.light)
+      written.append(path)
+  written = " and ".join(str(path) for path in written)
+  pitchogram_note = "" if pitchogram is None else f", {len(pitchogram)} pitchogram columns"
   print(
       f"{source} -> {written}: {len(frames)} frames x {frames.shape[1]} channels x {frames.shape[2]} ear(s), "
-      f"hop {1000 * hop_s:.2f} ms, model {ready['model_rate']:g} Hz"
+      f"hop {1000 * hop_s:.2f} ms, model {ready['model_rate']:g} Hz{pitchogram_note}"
   )
   if end["reason"] != "stop":
     print(f"warning: the server ended the stream early ({end['reason']})", file=sys.stderr)
@@ -188,7 +232,14 @@ def parser() -> argparse.ArgumentParser:
       "--token", default=os.environ.get("CARFAC_TOKEN"), help="bearer token (default: $CARFAC_TOKEN)"
   )
   command.add_argument("--out", type=Path, help="write the frames and their metadata to this .npz")
-  command.add_argument("--png", type=Path, help="draw the cochleagram into this PNG")
+  command.add_argument("--png", type=Path, help="draw the cochleagram (or, with only pitchogram, the pitchogram) into this PNG")
+  command.add_argument(
+      "--outputs",
+      type=outputs_argument,
+      default=("frames",),
+      help="what to ask for, comma-separated: frames (the NAP, default), pitchogram (mono; the server's --pitchogram)",
+  )
+  command.add_argument("--light", action="store_true", help="draw the pitchogram in the light theme (white background)")
   command.add_argument(
       "--realtime", action="store_true", help="send a file at its own pace (default: as fast as the server reads)"
   )

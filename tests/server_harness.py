@@ -208,6 +208,22 @@ def reference(audio: np.ndarray, rate: float, settings: Settings, hop: int) -> d
   return {"frames": frames, "naps": naps, "bm": bm}
 
 
+@functools.lru_cache(maxsize=None)
+def _reference_pictures(audio_bytes: bytes, model_rate: float, ihc_style: str, block: int) -> list[carfac.PipelineFrame]:
+  audio = np.frombuffer(audio_bytes, np.float32)
+  params = design(Settings(model_rate=model_rate, ihc_style=ihc_style), 1)
+  pipeline = carfac.PitchogramPipeline(
+      model_rate, carfac.PitchogramPipelineParams(num_samples_per_segment=block), carfac_params=params, dtype=np.float32
+  )
+  return [pipeline.process_samples(audio[k * block : (k + 1) * block]) for k in range(len(audio) // block)]
+
+
+def reference_pictures(audio: np.ndarray, settings: Settings) -> list[carfac.PipelineFrame]:
+  """The library's offline pipeline with the server's design on mono model-rate ``audio``, block by block."""
+  mono = np.ascontiguousarray(np.asarray(audio, np.float32).reshape(len(audio), -1)[:, 0])
+  return _reference_pictures(mono.tobytes(), settings.model_rate, settings.ihc_style, settings.block_size)
+
+
 def max_error(got: np.ndarray, expected: np.ndarray) -> float:
   """Largest absolute difference, relative to the reference's peak."""
   assert got.shape == expected.shape, (got.shape, expected.shape)

@@ -21,9 +21,9 @@ import numpy as np
 import soundfile
 from audio_harness import CAPTURE_RATE, TONE_HZ, playing_tone, sounddevice  # noqa: F401 (fixture)
 from pixels import brightest_channel
-from server_harness import TIMEOUT_S, TOKEN, TOLERANCE, as_received, max_error, reference
+from server_harness import TIMEOUT_S, TOKEN, TOLERANCE, as_received, max_error, reference, reference_pictures
 
-from client import cochleagram
+from client import cochleagram, pitchogram_picture
 from client.cli import main
 from client.progress import Progress
 
@@ -120,3 +120,30 @@ def test_the_progress_bar_counts_seconds_sent_and_frames_received() -> None:
   progress.on_frames({}, np.zeros((7, 71, 1)))
   progress.close()
   assert out.getvalue().endswith("\r[#####.....]  50%  1.0/2.0 s sent, 7 frames\n")
+
+
+def test_outputs_pitchogram_gives_the_offline_pitchogram_and_its_png(main_server, tmp_path: Path) -> None:
+  """A 220 Hz harmonic complex at the model's rate: the .npz pitchogram equals the library's
+  offline pipeline, and the PNG is brightest on the lag cell of 1/220 s."""
+  rate, wav, npz, png = 22050, tmp_path / "voice.wav", tmp_path / "pitch.npz", tmp_path / "pitch.png"
+  t = np.arange(rate) / rate
+  soundfile.write(wav, 0.01 * sum(np.sin(2 * np.pi * k * 220 * t) for k in range(1, 21)), rate, subtype="FLOAT")
+  audio = soundfile.read(wav, dtype="float32", always_2d=True)[0]
+  argv = ["stream", str(wav), "--url", main_server.ws, "--token", TOKEN, "--outputs", "pitchogram"]
+  assert main(argv + ["--out", str(npz), "--png", str(png)]) == 0
+
+  saved = np.load(npz)
+  expected = reference_pictures(audio, main_server.settings)
+  assert saved["pitchogram"].shape == (len(expected), 148) and saved["nap"].shape[0] == 0
+  assert max_error(saved["pitchogram"], np.stack([f.lag_profile for f in expected])) <= 3e-4
+  assert max_error(saved["vowel_coords"], np.stack([f.vowel_coords for f in expected])) <= 3e-4
+
+  block_s = int(saved["block_samples"]) / float(saved["sample_rate_hz"])
+  rows = np.concatenate([saved["pitchogram"], saved["vowel_coords"]], axis=1)
+  figure = pitchogram_picture.render(rows, saved["pitchogram_lags_s"], block_s, wav.name)
+  figure.canvas.draw()
+  pixels = np.round(matplotlib.image.imread(png) * 255).astype(np.uint8)
+  assert np.array_equal(pixels, np.asarray(figure.canvas.buffer_rgba())), "the PNG is not the pitchogram figure"
+  drawn = brightest_channel(pixels, figure.axes[0].get_window_extent(), 148, last=0.5)
+  period = int(np.abs(saved["pitchogram_lags_s"] - 1 / 220).argmin())
+  assert abs(drawn - period) <= 1, (drawn, period)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 import re
@@ -11,11 +10,9 @@ import re
 import numpy as np
 import pytest
 
-import carfac
-from server.engine_thread import design
 from server.protocol import ProtocolError, StartMessage, negotiate
 from server.settings import Settings
-from server_harness import exchange, max_error, stream
+from server_harness import exchange, max_error, reference_pictures, stream
 
 RATE = 22050.0
 # The float32 pool against a float32 offline run differs by float32 rounding, which the AGC loop and the
@@ -26,15 +23,6 @@ PICTURE_TOLERANCE = 3e-4
 def harmonic_complex(f0: float, seconds: float) -> np.ndarray:
   t = np.arange(round(seconds * RATE)) / RATE
   return (0.01 * sum(np.sin(2 * np.pi * k * f0 * t) for k in range(1, 21)))[:, None].astype(np.float32)
-
-
-@functools.lru_cache(maxsize=None)
-def offline(audio_bytes: bytes, ihc_style: str) -> list[carfac.PipelineFrame]:
-  """The library's pipeline with the server's design, on the whole blocks of ``audio``."""
-  audio = np.frombuffer(audio_bytes, np.float32)
-  params = design(Settings(ihc_style=ihc_style), 1)
-  pipeline = carfac.PitchogramPipeline(RATE, carfac.PitchogramPipelineParams(), carfac_params=params, dtype=np.float32)
-  return [pipeline.process_samples(audio[k * 256 : (k + 1) * 256]) for k in range(len(audio) // 256)]
 
 
 def test_pitchogram_and_sai_rows_equal_the_offline_pipeline(main_server) -> None:
@@ -49,7 +37,7 @@ def test_pitchogram_and_sai_rows_equal_the_offline_pipeline(main_server) -> None
   assert pictures["lags"] == 148 and pictures["sai_width"] == 1103 and pictures["sai_every_blocks"] == every
   assert ready["kinds"] == {"frames": 1, "pitchogram": 4, "sai": 5}
   assert ready["layouts"]["pitchogram"] == ["count", "lags + 2", "1"]
-  expected = offline(audio[:, 0].tobytes(), main_server.settings.ihc_style)
+  expected = reference_pictures(audio, main_server.settings)
   blocks = len(audio) // 256  # the padded last block gives no picture
   rows = session.rows("pitchogram")[..., 0]
   assert rows.shape == (blocks, 150) == (len(expected), pictures["lags"] + 2)
