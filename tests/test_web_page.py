@@ -3,7 +3,9 @@
 Chromium's fake microphone plays a 1 kHz tone WAV; the page streams it over
 protocol v1 at the browser's own rate and draws the frames on its canvas,
 whose pixels (read back here) are brightest on the band of rows of the
-channel nearest 1 kHz. The "play a local file" mode gets a 500 Hz file.
+channel nearest 1 kHz. The "play a local file" mode gets a 500 Hz file. A
+second browser's fake microphone plays a 220 Hz harmonic complex, and the
+page's pitchogram canvas is brightest on the lag cell of 1/220 s.
 Screenshots go to ``artifacts/``. Playwright drives Debian's
 ``/usr/bin/chromium`` (scripts/install_system_packages.sh installs it); when
 either is missing the tests fail, saying so.
@@ -42,9 +44,9 @@ FLAGS = [
 MIC_HZ, FILE_HZ = 1000.0, 500.0
 WAIT_MS = 20_000  # bound on any wait for the page
 
-# Mean luminance of each pixel row of the cochleagram canvas, over its rightmost `columns` columns.
-ROW_LUMINANCE = """(columns) => {
-  const canvas = document.getElementById("cochleagram");
+# Mean luminance of each pixel row of a canvas, over its rightmost `columns` columns.
+ROW_LUMINANCE = """([id, columns]) => {
+  const canvas = document.getElementById(id);
   const data = canvas.getContext("2d").getImageData(canvas.width - columns, 0, columns, canvas.height).data;
   const rows = [];
   for (let y = 0; y < canvas.height; y++) {
@@ -55,8 +57,10 @@ ROW_LUMINANCE = """(columns) => {
     }
     rows.push(sum / columns);
   }
-  return {rows, rowPx: Number(canvas.dataset.rowPx), channels: Number(canvas.dataset.channels)};
+  return {rows, rowPx: Number(canvas.dataset.rowPx), channels: Number(canvas.dataset.channels),
+          lags: Number(canvas.dataset.lags)};
 }"""
+PITCH_HZ = 220.0  # (at 150 Hz the reference's own pitchogram is brightest at 2/150 s: see the README)
 
 
 def _tone(path: Path, hz: float, seconds: float, rate: int = 48000) -> Path:
@@ -65,31 +69,51 @@ def _tone(path: Path, hz: float, seconds: float, rate: int = 48000) -> Path:
   return path
 
 
+def _harmonic_complex(path: Path, f0: float, seconds: float, rate: int = 48000) -> Path:
+  t = np.arange(round(seconds * rate)) / rate
+  soundfile.write(path, 0.02 * sum(np.sin(2 * np.pi * k * f0 * t) for k in range(1, 21)), rate, subtype="PCM_16")
+  return path
+
+
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-  """Chromium, its fake microphone playing a MIC_HZ tone (the file loops)."""
+def playwright() -> Iterator[Any]:
+  """Playwright's driver, shared by this module's browsers."""
   if not CHROMIUM.exists():
     pytest.fail(f"{CHROMIUM} is missing: scripts/install_system_packages.sh installs Debian's chromium")
   try:
     from playwright.sync_api import sync_playwright
   except ImportError as err:
     pytest.fail(f"playwright is missing ({err}): scripts/setup.sh installs the test extra")
-  microphone = _tone(tmp_path_factory.mktemp("web") / "microphone.wav", MIC_HZ, 3.0)
-  with sync_playwright() as playwright:
-    chromium = playwright.chromium.launch(
-        executable_path=str(CHROMIUM),
-        headless=True,
-        args=[*FLAGS, f"--use-file-for-fake-audio-capture={microphone}"],
-        timeout=WAIT_MS,
-    )
-    yield chromium
-    chromium.close()
+  with sync_playwright() as driver:
+    yield driver
 
 
-@pytest.fixture
-def page(browser, main_server) -> Iterator[Any]:
-  """A fresh page context with the microphone granted; fails the test on any uncaught page error."""
-  context = browser.new_context(permissions=["microphone"], viewport={"width": 900, "height": 560})
+def _chromium(playwright, microphone: Path) -> Iterator[Any]:
+  """Chromium whose fake microphone plays ``microphone`` (the file loops)."""
+  chromium = playwright.chromium.launch(
+      executable_path=str(CHROMIUM),
+      headless=True,
+      args=[*FLAGS, f"--use-file-for-fake-audio-capture={microphone}"],
+      timeout=WAIT_MS,
+  )
+  yield chromium
+  chromium.close()
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+  """Chromium, its fake microphone playing a MIC_HZ tone."""
+  yield from _chromium(playwright, _tone(tmp_path_factory.mktemp("web") / "microphone.wav", MIC_HZ, 3.0))
+
+
+@pytest.fixture(scope="module")
+def pitch_browser(playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+  """Chromium, its fake microphone playing a PITCH_HZ harmonic complex."""
+  yield from _chromium(playwright, _harmonic_complex(tmp_path_factory.mktemp("web") / "voice.wav", PITCH_HZ, 3.0))
+
+
+def _page(browser) -> Iterator[Any]:
+  context = browser.new_context(permissions=["microphone"], viewport={"width": 900, "height": 900})
   context.set_default_timeout(WAIT_MS)
   page = context.new_page()
   errors: list[str] = []
@@ -99,9 +123,20 @@ def page(browser, main_server) -> Iterator[Any]:
   assert not errors, errors
 
 
+@pytest.fixture
+def page(browser, main_server) -> Iterator[Any]:
+  """A fresh page context with the microphone granted; fails the test on any uncaught page error."""
+  yield from _page(browser)
+
+
+@pytest.fixture
+def pitch_page(pitch_browser, main_server) -> Iterator[Any]:
+  yield from _page(pitch_browser)
+
+
 def _brightest_channel(page, columns: int) -> int:
   """The channel whose band of canvas rows is brightest over the rightmost ``columns`` columns."""
-  drawn = page.evaluate(ROW_LUMINANCE, columns)
+  drawn = page.evaluate(ROW_LUMINANCE, ["cochleagram", columns])
   assert drawn["channels"] == 71 and len(drawn["rows"]) == drawn["channels"] * drawn["rowPx"], drawn["channels"]
   return int(np.argmax(drawn["rows"])) // drawn["rowPx"]
 
@@ -116,7 +151,7 @@ def test_the_page_is_served_at_the_root_and_keeps_the_token(main_server) -> None
     assert root.status_code == 307 and root.headers["location"] == "web/?token=abc"
     index = http.get("/web/")
     assert index.status_code == 200 and '<canvas id="cochleagram"' in index.text
-    for name in ("app.js", "protocol.js", "capture.js", "capture-worklet.js", "cochleagram.js"):
+    for name in ("app.js", "protocol.js", "capture.js", "capture-worklet.js", "cochleagram.js", "pitchogram.js"):
       script = http.get(f"/web/{name}")
       assert script.status_code == 200 and "javascript" in script.headers["content-type"], name
 
@@ -152,6 +187,28 @@ def test_a_local_file_is_played_streamed_and_drawn(page, main_server, tmp_path: 
   drawn, nearest = _brightest_channel(page, columns=100), _nearest_channel(page, FILE_HZ)
   print(f"file: brightest canvas rows show channel {drawn}; nearest {FILE_HZ:g} Hz: channel {nearest}")
   assert drawn == nearest
+
+
+def test_the_pitchogram_of_a_harmonic_complex_is_brightest_at_its_period(pitch_page, main_server) -> None:
+  page = pitch_page
+  page.goto(f"{main_server.http}/?token={TOKEN}")
+  page.wait_for_function("document.getElementById('server').textContent.startsWith('Server:')")
+  page.click("#start-mic")
+  page.wait_for_function("window.carfacState.pitchogramColumns >= 120")
+  assert page.is_visible("#pitchogram")
+  ARTIFACTS.mkdir(exist_ok=True)
+  page.screenshot(path=ARTIFACTS / "web-page-pitchogram.png")
+  drawn = page.evaluate(ROW_LUMINANCE, ["pitchogram", 60])
+  lags_s = np.asarray(page.evaluate("window.carfacState.ready.pictures.lags_s"))
+  assert drawn["lags"] == len(lags_s) == 148 and len(drawn["rows"]) == 148 * drawn["rowPx"]
+  brightest = int(np.argmax(drawn["rows"])) // drawn["rowPx"]
+  period = int(np.abs(lags_s - 1 / PITCH_HZ).argmin())
+  print(f"pitchogram: brightest rows show lag cell {brightest} ({1000 * lags_s[brightest]:.2f} ms); "
+        f"1/{PITCH_HZ:g} s is cell {period}")
+  assert abs(brightest - period) <= 1
+  page.click("#stop")
+  page.wait_for_function("window.carfacState.state === 'stopped'")
+  assert page.evaluate("window.carfacState.end.rows.pitchogram") >= 120
 
 
 def test_a_refused_stream_is_shown(page, main_server) -> None:

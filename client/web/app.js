@@ -1,6 +1,7 @@
 // The page: the microphone, or a local file, streamed to the CARFAC server
 // this page came from (protocol v1, at the browser's own sample rate: the
-// server resamples), and the frames it returns drawn as they come.
+// server resamples), and the frames it returns drawn as they come; with a
+// server that offers it, the pitchogram too.
 //
 // A server with a token: open the page as /?token=SECRET, or type it in.
 // window.carfacState mirrors what the page shows (state, error, the ready
@@ -8,11 +9,15 @@
 
 import {Capture} from "./capture.js";
 import {CochleagramView} from "./cochleagram.js";
+import {PitchogramView} from "./pitchogram.js";
 import {Stream, streamUrl} from "./protocol.js";
 
 const $ = (id) => document.getElementById(id);
 const view = new CochleagramView($("cochleagram"), $("frequency-axis"), $("time-axis"));
-const state = {state: "idle", detail: "", error: null, source: null, ready: null, framesDrawn: 0, end: null};
+const pitchView = new PitchogramView($("pitchogram"), $("lag-axis"));
+const state = {state: "idle", detail: "", error: null, source: null, ready: null, framesDrawn: 0,
+               pitchogramColumns: 0, end: null};
+let offersPitchogram = false;  // the server's /v1/info lists the pitchogram output
 window.carfacState = state;
 const BUSY = ["connecting", "streaming", "stopping"];
 let current = null;  // the latest run: {capture, stream}
@@ -53,6 +58,8 @@ function handlers(run) {
       if (run !== current) return;
       state.ready = ready;
       view.configure(ready.centre_frequencies_hz, ready.hop_samples / ready.model_rate);
+      if (ready.pictures) pitchView.configure(ready.pictures.lags_s);
+      $("pitchogram-figure").hidden = !ready.pictures;
       show(state.state === "stopping" ? "stopping" : "streaming",  // a short file may have ended already
            `${state.source}: ${run.capture.sampleRate} Hz in, model ${ready.model_rate} Hz, ` +
            `${ready.channels} channels, hop ${ready.hop_ms.toFixed(1)} ms`);
@@ -61,6 +68,11 @@ function handlers(run) {
       if (run !== current) return;
       view.push(rows, count, channels, ears);
       state.framesDrawn = view.framesDrawn;
+    },
+    onPitchogram(rows, count, values) {
+      if (run !== current) return;
+      pitchView.push(rows, count, values);
+      state.pitchogramColumns = pitchView.columnsDrawn;
     },
     onEnd(end) {
       if (run !== current) return;
@@ -83,7 +95,7 @@ function handlers(run) {
 async function start(source, connect) {
   const run = {capture: null, stream: null};
   current = run;
-  Object.assign(state, {source, error: null, ready: null, framesDrawn: 0, end: null});
+  Object.assign(state, {source, error: null, ready: null, framesDrawn: 0, pitchogramColumns: 0, end: null});
   $("error").hidden = true;
   show("connecting", source);
   if (!window.isSecureContext) {
@@ -92,7 +104,8 @@ async function start(source, connect) {
   }
   try {
     run.capture = await Capture.open((chunk) => run.stream.send(chunk));
-    const start = {sample_rate: run.capture.sampleRate, channels: 1, format: "f32le"};
+    const start = {sample_rate: run.capture.sampleRate, channels: 1, format: "f32le",
+                   ...(offersPitchogram ? {outputs: ["frames", "pitchogram"]} : {})};
     run.stream = new Stream(streamUrl(location.href, $("token").value), start, handlers(run));
     await connect(run.capture, run);
   } catch (error) {
@@ -130,6 +143,7 @@ async function describeServer() {
     $("server").textContent = `Server: CARFAC at ${info.model_rate} Hz, ${info.channels} channels, ` +
         `frames every ${info.hop_ms} ms` + (info.token_required ? "; a token is required" : "");
     if (info.token_required) $("token-field").hidden = false;
+    offersPitchogram = info.outputs.includes("pitchogram");
   } catch (error) {
     $("server").textContent = `The server did not answer: ${describe(error)}`;
   }

@@ -34,6 +34,7 @@ export function streamUrl(pageUrl, token) {
 /**
  * One protocol-v1 stream of mono float32 audio.
  * handlers: onReady(ready), onFrames(rows Float32Array, count, channels, ears),
+ * onPitchogram(rows Float32Array, count, values) when the start asked for it,
  * onEnd(end), onError(code, message), onClose(code, reason).
  */
 export class Stream {
@@ -52,9 +53,11 @@ export class Stream {
   receive(data) {
     if (typeof data !== "string") {
       const header = this.readHeader(new DataView(data));
+      const rows = new Float32Array(data, header.header_bytes, header.count * header.channels * header.ears);
       if (header.kind === this.ready.kinds.frames) {
-        const rows = new Float32Array(data, header.header_bytes, header.count * header.channels * header.ears);
         this.handlers.onFrames(rows, header.count, header.channels, header.ears);
+      } else if (header.kind === this.ready.kinds.pitchogram) {  // (count, lags + 2, 1)
+        this.handlers.onPitchogram?.(rows, header.count, header.channels);
       }
       return;
     }
