@@ -5,12 +5,15 @@ The frames come from the engine run locally (no server needed: microphone
 server (the microphone streamed over protocol v1, frames drawn as they
 arrive); either way they pass through a queue to this window, which scrolls
 the last few seconds of NAP frames (frequency axis in Hz) beside a level
-meter (the loudest channel of the newest frame, in dB).
+meter (the loudest channel of the newest frame, in dB). ``--pitchogram``
+adds the vowel-coloured pitchogram below (lag in ms), from the local engine
+or the server.
 
     carfac-live                          # default input device, local engine
     carfac-live --device pulse --rate 48000
     carfac-live --url ws://HOST:8000/v1/stream --token SECRET
     carfac-live --seconds 3 --snapshot live.png   # off-screen, then save
+    carfac-live --pitchogram
 
 ``--snapshot`` renders without a display (matplotlib's Agg backend), so the
 same path runs in tests and on headless machines.
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client import cochleagram
+from client import cochleagram, pitchogram_picture
 from client.feeds import LocalFeed, RemoteFeed
 from engine.microphone import MicrophoneSource, device_argument
 
@@ -35,9 +38,21 @@ LEVEL_RANGE_DB = (-60.0, 6.0)
 
 
 class LiveView:
-  """The last ``history_s`` seconds of frames, drawn as a scrolling image."""
+  """The last ``history_s`` seconds of frames, drawn as a scrolling image.
 
-  def __init__(self, centre_frequencies: np.ndarray, hop_s: float, history_s: float = 5.0, figure=None):
+  With ``lags_s`` (the pitchogram's cells) and ``block_s``, the pitchogram
+  rows of the same seconds are drawn below.
+  """
+
+  def __init__(
+      self,
+      centre_frequencies: np.ndarray,
+      hop_s: float,
+      history_s: float = 5.0,
+      figure=None,
+      lags_s: np.ndarray | None = None,
+      block_s: float | None = None,
+  ):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -45,13 +60,15 @@ class LiveView:
     self.hop_s = hop_s
     self.history = np.zeros((max(1, round(history_s / hop_s)), len(self.centre_frequencies)), np.float32)
     self.frames_seen = 0
+    self.lags_s, self.block_s = lags_s, block_s
+    pictures = lags_s is not None
     if figure is None:  # off-screen: an Agg canvas to render into
-      figure = Figure(figsize=(10, 4.5), dpi=100)
+      figure = Figure(figsize=(10, 8.5 if pictures else 4.5), dpi=100)
       FigureCanvasAgg(figure)
     self.figure = figure
-    grid = self.figure.add_gridspec(1, 2, width_ratios=(30, 1), wspace=0.05)
-    self.image_axes = self.figure.add_subplot(grid[0])
-    self.meter_axes = self.figure.add_subplot(grid[1])
+    grid = self.figure.add_gridspec(2 if pictures else 1, 2, width_ratios=(30, 1), wspace=0.05, hspace=0.3)
+    self.image_axes = self.figure.add_subplot(grid[0, 0])
+    self.meter_axes = self.figure.add_subplot(grid[0, 1])
     self.image = cochleagram.draw(
         self.image_axes, self.history, self.centre_frequencies, hop_s, t0=-len(self.history) * hop_s, vmax=1.0
     )
@@ -61,6 +78,24 @@ class LiveView:
     self.meter_axes.set_xticks([])
     self.meter_axes.yaxis.tick_right()
     self.meter_axes.set_title("dB", fontsize="small")
+    self.pitch_history = None
+    if pictures:
+      self.pitch_history = np.zeros((max(1, round(history_s / block_s)), len(lags_s) + 2), np.float32)
+      self.pitch_axes = self.figure.add_subplot(grid[1, 0])
+      self.pitch_image = pitchogram_picture.draw(
+          self.pitch_axes, self.pitch_history, lags_s, block_s, t0=-len(self.pitch_history) * block_s
+      )
+      self.pitch_axes.set_title("pitchogram")
+
+  def push_pitchogram(self, rows: np.ndarray) -> None:
+    """Appends (n, lags + 2) pitchogram rows, dropping the oldest."""
+    rows = np.asarray(rows, np.float32)[-len(self.pitch_history) :]
+    self.pitch_history = np.concatenate([self.pitch_history[len(rows) :], rows])
+
+  def brightest_lag_s(self, last_s: float = 1.0) -> float:
+    """The lag of the pitchogram cell with the highest mean value over the last ``last_s`` seconds."""
+    recent = self.pitch_history[-max(1, round(last_s / self.block_s)) :, :-2]
+    return float(self.lags_s[int(recent.mean(axis=0).argmax())])
 
   def push(self, frames: np.ndarray) -> None:
     """Appends (n, n_ch[, ears]) frames, dropping the oldest."""
@@ -80,6 +115,8 @@ class LiveView:
     self.image.set_clim(0.0, cochleagram.colour_limit(self.history))
     low, high = LEVEL_RANGE_DB
     self.meter.set_height(min(max(self.level_db, low), high) - low)
+    if self.pitch_history is not None:
+      self.pitch_image.set_data(pitchogram_picture.image(self.pitch_history))
 
   def brightest_channel(self, last_s: float = 1.0) -> int:
     """The channel with the highest mean NAP over the last ``last_s`` seconds."""
@@ -87,12 +124,17 @@ class LiveView:
     return int(recent.mean(axis=0).argmax())
 
 
-def _drain(frames: queue.Queue, view: LiveView) -> None:
+def _drain(rows: queue.Queue, view: LiveView) -> None:
+  """Hands the queued (kind, rows) to the view."""
   while True:
     try:
-      view.push(frames.get_nowait())
+      kind, values = rows.get_nowait()
     except queue.Empty:
       return
+    if kind == "frames":
+      view.push(values)
+    else:
+      view.push_pitchogram(values)
 
 
 def run(args: argparse.Namespace) -> LiveView:
@@ -102,35 +144,37 @@ def run(args: argparse.Namespace) -> LiveView:
   desktop window until it is closed (or ``args.seconds`` pass).
   """
   if args.url:
-    feed = RemoteFeed(args.url, args.token, args.hop_ms)
+    feed = RemoteFeed(args.url, args.token, args.hop_ms, args.pitchogram)
   else:
-    feed = LocalFeed(args.model_rate, args.hop_ms, args.block)
-  frames: queue.Queue[np.ndarray] = queue.Queue()
-  with MicrophoneSource(args.device, args.rate, channels=1) as mic, feed.streaming(mic, frames.put):
+    feed = LocalFeed(args.model_rate, args.hop_ms, args.block, args.pitchogram)
+  rows: queue.Queue[tuple[str, np.ndarray]] = queue.Queue()
+  with MicrophoneSource(args.device, args.rate, channels=1) as mic, feed.streaming(
+      mic, lambda frames: rows.put(("frames", frames)), lambda pitchogram: rows.put(("pitchogram", pitchogram))
+  ):
     window = None
     if not args.snapshot:
       import matplotlib.pyplot as plt
 
-      window = plt.figure(figsize=(10, 4.5))
-    view = LiveView(feed.centre_frequencies, feed.hop_s, args.history, window)
+      window = plt.figure(figsize=(10, 8.5 if args.pitchogram else 4.5))
+    view = LiveView(feed.centre_frequencies, feed.hop_s, args.history, window, feed.lags_s, feed.block_s)
     if window is None:
       time.sleep(args.seconds)
     else:
-      _show(view, frames, args.seconds)
-  _drain(frames, view)
+      _show(view, rows, args.seconds)
+  _drain(rows, view)
   view.refresh()
   if mic.overflowed:
     print(f"warning: {mic.overflowed} samples dropped (input buffer full)", file=sys.stderr)
   return view
 
 
-def _show(view: LiveView, frames: queue.Queue, seconds: float | None) -> None:
+def _show(view: LiveView, rows: queue.Queue, seconds: float | None) -> None:
   """The desktop window: redraws 30 times a second until closed (or timed out)."""
   import matplotlib.pyplot as plt
   from matplotlib.animation import FuncAnimation
 
   def update(_):
-    _drain(frames, view)
+    _drain(rows, view)
     view.refresh()
     return view.image, view.meter
 
@@ -155,6 +199,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--hop-ms", type=float, default=10.0, help="frame hop, ms")
   parser.add_argument("--block", type=int, default=256, help="model samples per engine step (local engine)")
   parser.add_argument("--history", type=float, default=5.0, help="seconds shown")
+  parser.add_argument(
+      "--pitchogram", action="store_true", help="draw the pitchogram too (with --url: a server with --pitchogram)"
+  )
   parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: when closed)")
   parser.add_argument("--snapshot", type=Path, help="run off-screen for --seconds (default 3), then save a PNG")
   args = parser.parse_args(argv)
@@ -169,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
   if args.snapshot:
     view.figure.savefig(args.snapshot)
     channel = view.brightest_channel()
-    print(f"saved {args.snapshot}; brightest channel {channel} ({view.centre_frequencies[channel]:.0f} Hz)")
+    pitch = "" if view.pitch_history is None else f"; brightest lag {1000 * view.brightest_lag_s():.2f} ms"
+    print(f"saved {args.snapshot}; brightest channel {channel} ({view.centre_frequencies[channel]:.0f} Hz){pitch}")
   return 0
 
 

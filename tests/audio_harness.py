@@ -51,14 +51,22 @@ def playing_tone(sd: ModuleType):
   return sd.OutputStream(device="pulse", samplerate=CAPTURE_RATE, channels=1, blocksize=480, callback=tone_player())
 
 
-def tone_player(amplitude: float = 0.5):
-  """A sounddevice output callback playing a TONE_HZ sine at CAPTURE_RATE."""
+def playing_harmonic_complex(sd: ModuleType, f0: float):
+  """A harmonic complex of ``f0`` (harmonics 1..20) played into the virtual sink (a context manager)."""
+  return sd.OutputStream(device="pulse", samplerate=CAPTURE_RATE, channels=1, blocksize=480, callback=tone_player(f0=f0))
+
+
+def tone_player(amplitude: float = 0.5, f0: float | None = None):
+  """A sounddevice output callback playing, at CAPTURE_RATE, a TONE_HZ sine or (``f0``) a harmonic complex."""
   played = 0
 
   def play(outdata: np.ndarray, frames: int, time_info, status) -> None:
     nonlocal played
     t = (played + np.arange(frames)) / CAPTURE_RATE
-    outdata[:, 0] = amplitude * np.sin(2 * np.pi * TONE_HZ * t)
+    if f0 is None:
+      outdata[:, 0] = amplitude * np.sin(2 * np.pi * TONE_HZ * t)
+    else:  # 20 harmonics of 0.02 each: peaks below 0.4
+      outdata[:, 0] = 0.02 * sum(np.sin(2 * np.pi * k * f0 * t) for k in range(1, 21))
     played += frames
 
   return play
