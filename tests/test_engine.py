@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from jax_events import compilations
 
 import carfac
 from engine import StreamPool, max_frames, reduce_to_frames
@@ -74,10 +75,7 @@ def test_pool_streams_joining_and_leaving_equal_separate_offline_runs(shards: in
 
 
 def test_pool_compiles_nothing_after_start_up() -> None:
-  compiles = []
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda event, _secs, **_: compiles.append(event) if "backend_compile" in event else None
-  )
+  compiles = compilations()
   pool = StreamPool(carfac.CarfacDesignParameters(), capacity=3, block_size=64, hop=50, raw_outputs=("bm",))
   before = len(compiles)
   assert before >= 2, "the listener saw no start-up compilation; the check would be vacuous"

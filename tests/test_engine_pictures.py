@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
+from jax_events import compilations
 
 import carfac
 from engine.pool import StreamPool
@@ -78,10 +78,7 @@ def test_pictures_of_streams_joining_pausing_and_leaving_equal_the_offline_pipel
 
 
 def test_a_pool_with_pictures_compiles_nothing_after_start_up() -> None:
-  compiles = []
-  jax.monitoring.register_event_duration_secs_listener(
-      lambda event, _secs, **_: compiles.append(event) if "backend_compile" in event else None
-  )
+  compiles = compilations()
   pool = pool_with_pictures(capacity=3, dtype=np.float32)
   before = len(compiles)
   assert before >= 2, "the listener saw no start-up compilation; the check would be vacuous"

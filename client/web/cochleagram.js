@@ -6,6 +6,8 @@
 // The canvas carries data-row-px and data-channels, so a reader of its
 // pixels can tell which channel a row shows.
 
+import {drawRowAxis, nearestTicks} from "./axis.js";
+
 const ROW_PX = 4;
 const WIDTH_PX = 600;
 const TICK_HZ = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000];
@@ -24,15 +26,6 @@ function colourTable() {
     for (let j = 0; j < 3; j++) table[3 * i + j] = MAGMA[k][j] + (x - k) * (MAGMA[k + 1][j] - MAGMA[k][j]);
   }
   return table;
-}
-
-/** Index of the channel nearest each round frequency within the channels' span, with its label. */
-function frequencyTicks(centreFrequencies) {
-  const low = Math.min(...centreFrequencies), high = Math.max(...centreFrequencies);
-  return TICK_HZ.filter((hz) => low <= hz && hz <= high).map((hz) => {
-    const distances = centreFrequencies.map((cf) => Math.abs(cf - hz));
-    return {channel: distances.indexOf(Math.min(...distances)), label: hz >= 1000 ? `${hz / 1000}k` : `${hz}`};
-  });
 }
 
 export class CochleagramView {
@@ -63,17 +56,8 @@ export class CochleagramView {
   }
 
   drawFrequencyAxis(centreFrequencies) {
-    const axis = this.frequencyAxis, g = axis.getContext("2d");
-    axis.height = this.canvas.height;
-    g.clearRect(0, 0, axis.width, axis.height);
-    g.font = "11px sans-serif";
-    g.textAlign = "right";
-    g.textBaseline = "middle";
-    for (const {channel, label} of frequencyTicks(centreFrequencies)) {
-      const y = channel * ROW_PX + ROW_PX / 2;
-      g.fillText(label, axis.width - 7, y);
-      g.fillRect(axis.width - 4, y - 0.5, 4, 1);
-    }
+    const ticks = nearestTicks(centreFrequencies, TICK_HZ, (hz) => (hz >= 1000 ? `${hz / 1000}k` : `${hz}`));
+    drawRowAxis(this.frequencyAxis, this.canvas.height, ticks, ROW_PX);
   }
 
   drawTimeAxis(hopS) {

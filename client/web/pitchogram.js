@@ -6,6 +6,8 @@
 // the lags in ms. The canvas carries data-row-px and data-lags, so a reader
 // of its pixels can tell which cell a row shows.
 
+import {drawRowAxis, nearestTicks} from "./axis.js";
+
 const ROW_PX = 2;
 const WIDTH_PX = 400;  // the reference pipeline's num_frames
 const TICK_MS = [1, 2, 3, 5, 10, 20, 30, 50];
@@ -42,19 +44,8 @@ export class PitchogramView {
     this.context.fillStyle = "rgb(0, 0, 0)";
     this.context.fillRect(0, 0, this.canvas.width, this.canvas.height);
     this.columnsDrawn = 0;
-    const axis = this.lagAxis, g = axis.getContext("2d");
-    axis.height = this.canvas.height;
-    g.clearRect(0, 0, axis.width, axis.height);
-    g.font = "11px sans-serif";
-    g.textAlign = "right";
-    g.textBaseline = "middle";
-    const lagsMs = lagsS.map((s) => 1000 * s);
-    for (const ms of TICK_MS.filter((ms) => lagsMs[0] <= ms && ms <= lagsMs[lagsMs.length - 1])) {
-      const distances = lagsMs.map((lag) => Math.abs(lag - ms));
-      const y = distances.indexOf(Math.min(...distances)) * ROW_PX + ROW_PX / 2;
-      g.fillText(`${ms}`, axis.width - 7, y);
-      g.fillRect(axis.width - 4, y - 0.5, 4, 1);
-    }
+    const ticks = nearestTicks(lagsS.map((s) => 1000 * s), TICK_MS, (ms) => `${ms}`);
+    drawRowAxis(this.lagAxis, this.canvas.height, ticks, ROW_PX);
   }
 
   /** Draws `count` pitchogram rows of `values` (lags + 2: the profile, then F2 and F1), scrolling left. */
