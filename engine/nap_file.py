@@ -75,13 +75,14 @@ def wav_to_nap_frames(
     params: carfac.CarfacDesignParameters,
     hop: int,
     frames_per_block: int = 64,
+    weights: carfac.CarfacWeights | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Mean NAP per complete hop of ``audio`` (n_samp, n_ears).
+  """Mean NAP per complete hop of ``audio`` (n_samp, n_ears), with the design's or trained ``weights``.
 
   Returns (frames (n_frames, n_ch, n_ears) float32, centre frequencies).
   """
   block = hop * frames_per_block
-  pool = StreamPool(params, capacity=1, block_size=block, hop=hop)
+  pool = StreamPool(params, capacity=1, block_size=block, hop=hop, weights=weights)
   slot = pool.join()
   n_samp = audio.shape[0]
   padded = np.zeros((-(-n_samp // block) * block, audio.shape[1]), np.float32)
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
       "--ihc-style", default="two_cap", choices=["just_hwr", "one_cap", "two_cap", "two_cap_with_syn"]
   )
+  parser.add_argument(
+      "--weights", type=Path, help="trained weights (carfac.save_weights) of this design: the file's rate, ears and --ihc-style"
+  )
   args = parser.parse_args(argv)
   try:
     audio, rate = read_wav(args.input)
@@ -111,8 +115,16 @@ def main(argv: list[str] | None = None) -> int:
   params = carfac.CarfacDesignParameters(fs=rate, n_ears=audio.shape[1])
   for ear in params.ears:
     ear.ihc.ihc_style = args.ihc_style
+  weights = None
+  if args.weights is not None:
+    hypers, designed, _ = carfac.design_and_init_carfac(params, np.float32)
+    try:
+      weights = carfac.load_weights(args.weights, hypers, like=designed)
+    except (carfac.WeightsFileError, OSError) as err:
+      print(f"carfac-nap: --weights {args.weights}: {err}", file=sys.stderr)
+      return 2
   hop = samples_for_ms(args.hop_ms, rate)
-  frames, centre_frequencies = wav_to_nap_frames(audio, params, hop)
+  frames, centre_frequencies = wav_to_nap_frames(audio, params, hop, weights=weights)
   save_nap_npz(args.output, frames, centre_frequencies, rate, hop, str(args.input))
   print(
       f"{args.input}: {audio.shape[0] / rate:.2f} s, {audio.shape[1]} ear(s) -> "

@@ -91,6 +91,18 @@ class SlotState:
   next_frame: int
 
 
+def _checked_weights(weights: carfac.CarfacWeights, designed: carfac.CarfacWeights) -> carfac.CarfacWeights:
+  """``weights`` in the designed weights' dtype, if they have exactly their leaves and shapes."""
+  expected = jax.tree_util.tree_flatten_with_path(designed)[0]
+  given = jax.tree.leaves(weights)
+  if jax.tree.structure(weights) != jax.tree.structure(designed):
+    raise ValueError("the weights are not this design's (other leaves)")
+  for (path, leaf), value in zip(expected, given):
+    if np.shape(value) != leaf.shape:
+      raise ValueError(f"weights leaf {jax.tree_util.keystr(path)}: shape {np.shape(value)}, the design's {leaf.shape}")
+  return jax.tree.map(lambda value, leaf: jnp.asarray(value, leaf.dtype), weights, designed)
+
+
 def _leaf_paths(state: PoolState) -> list[str]:
   return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
 
@@ -204,6 +216,9 @@ class StreamPool:
   sample (about 2x faster batched; any block size is exact, only slower).
   ``shards`` (default 1) must divide ``capacity``. ``buckets``: the batch sizes compiled per shard (default
   ``bucket_ladder(capacity // shards)``; the shard size is always one).
+  ``weights``: trained ``CarfacWeights`` of this design (e.g. from
+  ``carfac.load_weights``) in place of the designed ones; a pytree of other
+  leaves or shapes raises ``ValueError``.
   ``pitchogram``: a ``carfac.PitchogramPipelineParams`` (its
   ``num_samples_per_segment`` the block size; its ``highest_pole_hz`` is the
   design's business and is not read) to compute every stream's SAI and
@@ -223,6 +238,7 @@ class StreamPool:
       frame_granule: int | None = None,
       buckets: Sequence[int] | None = None,
       pitchogram: carfac.PitchogramPipelineParams | None = None,
+      weights: carfac.CarfacWeights | None = None,
   ):
     min_hop = hop if min_hop is None else min_hop
     if capacity < 1 or block_size < 1 or not 1 <= min_hop <= hop:
@@ -247,6 +263,8 @@ class StreamPool:
     self.raw_outputs = tuple(raw_outputs)
     self.dtype = np.dtype(dtype)
     self.hypers, self.weights, model_state = carfac.design_and_init_carfac(params, self.dtype)
+    if weights is not None:
+      self.weights = _checked_weights(weights, self.weights)
     self.n_ears = self.hypers.n_ears
     self.n_ch = self.hypers.ears[0].n_ch
     self.max_frames = max_frames(block_size, min_hop)

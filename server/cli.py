@@ -2,6 +2,9 @@
 
     carfac-server --port 8000 --capacity 64
     CARFAC_TOKEN=secret carfac-server
+    carfac-server --ears 1 --weights fitted.npz    # trained weights (carfac.save_weights)
+
+Exit status 2 when ``--weights`` cannot be read or is of another design.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import logging
 import signal
 import sys
 
+import carfac
+from server.engine_thread import served_weights
 from server.serve import build_server
 from server.settings import Settings
 
@@ -33,6 +38,12 @@ _GIL_SWITCH_INTERVAL_S = 0.001
 
 def main(argv: list[str] | None = None) -> int:
   settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
+  try:  # a weights file of another design is refused before anything starts
+    for ears in settings.ears:
+      served_weights(settings, ears)
+  except (carfac.WeightsFileError, OSError) as err:
+    print(f"carfac-server: --weights {settings.weights}: {err}", file=sys.stderr)
+    return 2
   sys.setswitchinterval(_GIL_SWITCH_INTERVAL_S)
   logging.basicConfig(format="%(levelname)s:     %(name)s: %(message)s")
   logging.getLogger("server").setLevel(settings.log_level.upper())

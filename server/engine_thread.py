@@ -139,6 +139,18 @@ def design(settings: Settings, ears: int) -> carfac.CarfacDesignParameters:
   return params
 
 
+def served_weights(settings: Settings, ears: int) -> carfac.CarfacWeights | None:
+  """The ``--weights`` file's weights for the ``ears`` pool (None without the setting).
+
+  Raises ``carfac.WeightsFileError`` (saying what differs) when the file is
+  not of that pool's design.
+  """
+  if settings.weights is None:
+    return None
+  hypers, designed, _ = carfac.design_and_init_carfac(design(settings, ears), np.float32)
+  return carfac.load_weights(settings.weights, hypers, like=designed)
+
+
 class Engine:
   """Builds and measures the pools on its thread, then steps them until ``stop``."""
 
@@ -316,6 +328,7 @@ class Engine:
           min_hop=s.model_samples(s.min_hop_ms),
           shards=s.shards,
           pitchogram=carfac.PitchogramPipelineParams(num_samples_per_segment=s.block_size) if pictures else None,
+          weights=served_weights(s, ears),
       )
       compiled = time.perf_counter()
       costs = StepCosts.measure(pool)

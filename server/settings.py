@@ -74,6 +74,11 @@ class Settings(BaseSettings):
       "(default: one block's duration)",
   )
   compile_cache_dir: Path | None = Field(None, description="JAX persistent compilation cache directory")
+  weights: Path | None = Field(
+      None,
+      description="serve trained weights from this file (carfac.save_weights); it must be of the server's design "
+      "(--model-rate, --ihc-style, and one ear count in --ears)",
+  )
 
   token: SecretStr | None = Field(None, description="bearer token clients must present (none: open)")
   allowed_origins: list[str] = Field(
