@@ -15,6 +15,9 @@ blocks, 10 ms hop (220 samples). Measures
 - pictures: a full 64-slot pool with every stream's SAI and pitchogram
   (``pitchogram=``) against the same pool without, 1 shard and one per core:
   the extra time per stream and block (``--pictures-only``: just this);
+- per-stream weights: a full 64-slot pool whose streams each carry their
+  own weights (``per_stream_weights=True``, hearing profiles) against shared
+  weights, 1 shard and one per core (``--weights-only``: just this);
 - cold start: wall time of a fresh process that imports, builds a 64-slot,
   2-shard pool and steps its first block, with JAX's persistent compilation
   cache empty and then warm;
@@ -110,13 +113,23 @@ def bench_pool(capacity: int, shards: int, steps: int, ihc_style: str = "two_cap
   }
 
 
+def _full_pool_medians(variants: dict[str, dict], shards: int, steps: int, capacity: int) -> dict[str, float]:
+  """Median step of a full pool built with each variant's ``StreamPool`` options, measured A B A B."""
+  params = carfac.CarfacDesignParameters(fs=FS)
+  pools = {name: StreamPool(params, capacity, BLOCK, HOP, shards=shards, **options) for name, options in variants.items()}
+  slots = {name: [pool.join() for _ in range(capacity)] for name, pool in pools.items()}
+  rounds = {name: [] for name in pools}
+  for _ in range(3):
+    for name, pool in pools.items():
+      rounds[name].append(_median_step(pool, slots[name], steps))
+  return {name: statistics.median(times) for name, times in rounds.items()}
+
+
 def bench_pictures(shards: int, steps: int, capacity: int = 64) -> dict:
   """A full pool with the SAI and pitchogram of every stream against the same pool without."""
-  params = carfac.CarfacDesignParameters(fs=FS)
-  medians = {}
-  for name, pitchogram in (("nap_only", None), ("with_pictures", carfac.PitchogramPipelineParams())):
-    pool = StreamPool(params, capacity, BLOCK, HOP, shards=shards, pitchogram=pitchogram)
-    medians[name] = _median_step(pool, [pool.join() for _ in range(capacity)], steps)
+  medians = _full_pool_medians(
+      {"nap_only": {}, "with_pictures": {"pitchogram": carfac.PitchogramPipelineParams()}}, shards, steps, capacity
+  )
   return {
       "capacity": capacity,
       "shards": shards,
@@ -124,6 +137,17 @@ def bench_pictures(shards: int, steps: int, capacity: int = 64) -> dict:
       "pictures_ms_per_stream": 1e3 * (medians["with_pictures"] - medians["nap_only"]) / capacity,
       "pictures_extra_over_nap_step": medians["with_pictures"] / medians["nap_only"] - 1,
       "with_pictures_aggregate_x_real_time": capacity * BLOCK / FS / medians["with_pictures"],
+  }
+
+
+def bench_per_stream_weights(shards: int, steps: int, capacity: int = 64) -> dict:
+  """A full pool whose streams each carry their own weights (hearing profiles) against shared weights."""
+  medians = _full_pool_medians({"shared": {}, "per_stream": {"per_stream_weights": True}}, shards, steps, capacity)
+  return {
+      "capacity": capacity,
+      "shards": shards,
+      **{f"{name}_weights_step_median_ms": 1e3 * t for name, t in medians.items()},
+      "per_stream_over_shared": medians["per_stream"] / medians["shared"],
   }
 
 
@@ -196,8 +220,13 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument("--pictures-only", action="store_true", help="only the SAI and pitchogram cost")
+  parser.add_argument("--weights-only", action="store_true", help="only the cost of per-stream weights")
   args = parser.parse_args()
   cores = os.cpu_count() or 1
+  per_stream_weights = [bench_per_stream_weights(s, args.steps) for s in sorted({1, cores})]
+  if args.weights_only:
+    print(json.dumps({"machine": describe(), "per_stream_weights": per_stream_weights}, indent=2))
+    return
   pictures = [bench_pictures(s, args.steps) for s in sorted({1, cores})]
   if args.pictures_only:
     print(json.dumps({"machine": describe(), "pictures": pictures}, indent=2))
@@ -207,6 +236,7 @@ def main() -> None:
       "config": {"fs": FS, "block": BLOCK, "hop": HOP, "dtype": "float32"},
       "pool": [bench_pool(c, s, args.steps) for c in (64, 128) for s in (1, 2)],
       "pictures": pictures,
+      "per_stream_weights": per_stream_weights,
       "load_curve": [bench_load_curve(s, args.steps) for s in (1, 2)],
       "one_stream": bench_one_stream(args.steps),
       "cold_start": bench_cold_start(),

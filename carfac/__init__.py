@@ -35,6 +35,8 @@ from carfac.carfac import (
     run_segment_outputs,
 )
 from carfac.ear import EarDesignParameters, EarHypers, EarState, EarWeights
+from carfac import hearing
+from carfac.hearing import input_gain_for_level, ohc_health_from_audiogram, with_ohc_health
 from carfac.ihc import IhcDesignParameters, IhcHypers, IhcState, IhcWeights
 from carfac.pitchogram import (
     PipelineFrame,
@@ -72,7 +74,10 @@ __all__ = [name for name in dir() if not name.startswith("_") and name[0].isuppe
     "design_and_init_pitchogram",
     "design_and_init_pitchogram_stages",
     "design_and_init_sai",
+    "hearing",
+    "input_gain_for_level",
     "load_weights",
+    "ohc_health_from_audiogram",
     "pipeline_carfac_params",
     "run_pitchogram_frame",
     "run_pitchogram_segment",
@@ -86,4 +91,5 @@ __all__ = [name for name in dir() if not name.startswith("_") and name[0].isuppe
     "run_segment_outputs",
     "save_weights",
     "vowel_embedding",
+    "with_ohc_health",
 ]

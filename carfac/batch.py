@@ -13,6 +13,7 @@ stream due", applied only to the streams that are due. Both are exact.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -108,8 +109,9 @@ def run_segment_batch(
     sum_every: int = 1,
     phases_at_zero: bool | None = None,
     checkpoint_every: int | None = None,
+    weights_per_stream: bool = False,
 ) -> tuple[dict[str, jax.Array], CarfacState]:
-  """Runs a batch of independent streams sharing ``hypers`` and ``weights``.
+  """Runs a batch of independent streams sharing ``hypers`` (and ``weights``, unless per stream).
 
   Args:
     input_waves: (n_streams, n_samp) or (n_streams, n_samp, n_ears) float.
@@ -131,6 +133,9 @@ def run_segment_batch(
     checkpoint_every: for gradients, rematerialise the time loop in chunks
       of about this many samples (rounded to whole AGC decimation groups, or
       to whole ``sum_every`` groups): see ``carfac.time_loop``. Same values.
+    weights_per_stream: every leaf of ``weights`` has a leading (n_streams,)
+      axis, one set of weights per stream (e.g. each listener's hearing
+      profile), in the same compiled call.
 
   Returns:
     (outputs, new states): each output (n_streams, n_samp // sum_every,
@@ -146,12 +151,18 @@ def run_segment_batch(
   ear_states = list(states.ears)
   if open_loop:
     ear_states = _open_loop_states(ear_states)
-  step_all = jax.vmap(lambda s, x_t: ears_step(hypers, weights, s, x_t, outputs))
+  weights_axis = 0 if weights_per_stream else None
+  step_all = jax.vmap(
+      lambda w, s, x_t: ears_step(hypers, w, s, x_t, outputs), in_axes=(weights_axis, 0, 0)
+  )
+  step_all = functools.partial(step_all, weights)
   time_major = jnp.swapaxes(x, 0, 1)
 
   def checked_loop(ear_states):
     """Any phases: the AGC update under a branch on "any stream due", every sample."""
-    update_all = jax.vmap(lambda s: update_agc(hypers, weights, s, open_loop))
+    update_all = functools.partial(
+        jax.vmap(lambda w, s: update_agc(hypers, w, s, open_loop), in_axes=(weights_axis, 0)), weights
+    )
 
     def sample_step(ear_states, x_t):
       ear_states, due, per_sample = step_all(ear_states, x_t)
@@ -176,7 +187,9 @@ def run_segment_batch(
     unit = math.gcd(sum_every, group)  # outputs summed in the loop over this many samples
     schedule = agc.firing_schedule(hypers.ears[0].agc)
     updates = [  # one branch per count of updating stages
-        jax.vmap(lambda s, n=n: update_agc(hypers, weights, s, open_loop, n))
+        functools.partial(
+            jax.vmap(lambda w, s, n=n: update_agc(hypers, w, s, open_loop, n), in_axes=(weights_axis, 0)), weights
+        )
         for n in range(1, max(schedule) + 1)
     ]
     branch_of_group = jnp.asarray(schedule, jnp.int32) - 1

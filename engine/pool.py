@@ -74,6 +74,8 @@ class PoolState:
   hop: jax.Array  # (slots,) int32: samples per frame, per stream
   frame_sum: jax.Array  # (slots, n_ch, n_ears)
   frame_count: jax.Array  # (slots,) int32: samples in the unfinished frame
+  input_gain: jax.Array  # (slots,): each stream's samples are scaled by it (its calibrated level)
+  weights: carfac.CarfacWeights | None = None  # a pool with per-stream weights: each slot's own
   sai: carfac.SaiState | None = None  # with pictures: the SAI's buffer and frame
   pitchogram: carfac.PitchogramState | None = None  # with pictures: the vowel embedding's memory
 
@@ -144,13 +146,14 @@ def _shard_step(
   outputs = tuple(dict.fromkeys(("naps",) + raw_outputs))
   step = 1 if raw_outputs or picture_hypers else granule
   seg, model = carfac.run_segment_batch(
-      blocks,
+      blocks * state.input_gain.astype(blocks.dtype)[:, None, None],
       hypers,
-      weights,
+      weights if state.weights is None else state.weights,
       state.model,
       outputs=outputs,
       sum_every=step,
       phases_at_zero=phases_at_zero,
+      weights_per_stream=state.weights is not None,
   )
   reduce = functools.partial(reduce_to_frames, n_out=n_frames_out)
   frames, n_frames, frame_sum, frame_count = jax.vmap(reduce)(
@@ -158,9 +161,9 @@ def _shard_step(
   )
   frames = frames / step  # reduce_to_frames divided the sums by hop / step
   keep = lambda new, old: jnp.where(active.reshape(active.shape + (1,) * (new.ndim - 1)), new, old)
-  new_state = PoolState(
+  new_state = dataclasses.replace(
+      state,
       model=jax.tree.map(keep, model, state.model),
-      hop=state.hop,
       frame_sum=keep(frame_sum, state.frame_sum),
       frame_count=keep(frame_count * step, state.frame_count),
   )
@@ -218,7 +221,11 @@ class StreamPool:
   ``bucket_ladder(capacity // shards)``; the shard size is always one).
   ``weights``: trained ``CarfacWeights`` of this design (e.g. from
   ``carfac.load_weights``) in place of the designed ones; a pytree of other
-  leaves or shapes raises ``ValueError``.
+  leaves or shapes raises ``ValueError``. ``per_stream_weights``: each slot
+  keeps weights of its own (``join(weights=...)``; default the pool's), e.g.
+  a listener's hearing profile, run in the same compiled step.
+  Every stream may also scale its input (``join(input_gain=...)``, e.g.
+  ``carfac.hearing.input_gain_for_level``).
   ``pitchogram``: a ``carfac.PitchogramPipelineParams`` (its
   ``num_samples_per_segment`` the block size; its ``highest_pole_hz`` is the
   design's business and is not read) to compute every stream's SAI and
@@ -239,6 +246,7 @@ class StreamPool:
       buckets: Sequence[int] | None = None,
       pitchogram: carfac.PitchogramPipelineParams | None = None,
       weights: carfac.CarfacWeights | None = None,
+      per_stream_weights: bool = False,
   ):
     min_hop = hop if min_hop is None else min_hop
     if capacity < 1 or block_size < 1 or not 1 <= min_hop <= hop:
@@ -265,6 +273,7 @@ class StreamPool:
     self.hypers, self.weights, model_state = carfac.design_and_init_carfac(params, self.dtype)
     if weights is not None:
       self.weights = _checked_weights(weights, self.weights)
+    self.per_stream_weights = per_stream_weights
     self.n_ears = self.hypers.n_ears
     self.n_ch = self.hypers.ears[0].n_ch
     self.max_frames = max_frames(block_size, min_hop)
@@ -275,6 +284,8 @@ class StreamPool:
         hop=jnp.asarray(hop, jnp.int32),
         frame_sum=jnp.zeros((self.n_ch, self.n_ears), self.dtype),
         frame_count=jnp.asarray(0, jnp.int32),
+        input_gain=jnp.asarray(1, self.dtype),
+        weights=self.weights if per_stream_weights else None,
         sai=picture_states[0],
         pitchogram=picture_states[1],
     )
@@ -361,14 +372,22 @@ class StreamPool:
     """Pole frequency of each channel, Hz (channel 0 highest)."""
     return np.asarray(self.hypers.ears[0].pole_freqs)
 
-  def join(self, hop: int | None = None, resume: SlotState | None = None) -> int:
+  def join(
+      self,
+      hop: int | None = None,
+      resume: SlotState | None = None,
+      weights: carfac.CarfacWeights | None = None,
+      input_gain: float = 1.0,
+  ) -> int:
     """Takes a free slot in the least loaded shard, from the designed initial state or ``resume``.
 
     ``hop``: this stream's frame hop in samples (default: the pool's), at
     least ``min_hop`` and a multiple of ``frame_granule``. ``resume``: a
     stream's state from ``export_slot`` of a pool of the same design; it goes
-    on exactly where it was (frame indices included). A state whose leaves
-    differ from this pool's in name, shape or dtype raises ``ValueError``.
+    on exactly where it was (frame indices, weights and gain included). A
+    state whose leaves differ from this pool's in name, shape or dtype raises
+    ``ValueError``. ``weights`` (a pool with ``per_stream_weights``) and
+    ``input_gain`` (finite, > 0): this stream's, for a fresh start only.
     """
     hop = self.hop if hop is None else int(hop)
     if hop < self.min_hop or hop % self.frame_granule:
@@ -376,6 +395,7 @@ class StreamPool:
           f"hop {hop} must be >= {self.min_hop} samples and a multiple of {self.frame_granule}"
       )
     start = self._initial if resume is None else self._checked_resume(resume)
+    start = self._with_stream_settings(start, weights, input_gain, resume is not None)
     if not self._free:
       raise PoolFullError(f"all {self.capacity} stream slots are in use")
     shard = min(range(self.shards), key=lambda s: len(self._members[s]))
@@ -385,6 +405,22 @@ class StreamPool:
     self._states[shard] = self._reset(self._states[shard], start, np.int32(position), np.int32(hop))
     self._next_frame[slot] = 0 if resume is None else resume.next_frame
     return slot
+
+  def _with_stream_settings(self, start: PoolState, weights, input_gain: float, resuming: bool) -> PoolState:
+    """``start`` with a stream's own weights and input gain (checked)."""
+    if weights is None and input_gain == 1.0:
+      return start
+    if resuming:
+      raise ValueError("a resumed stream keeps its own weights and input gain")
+    if weights is not None and not self.per_stream_weights:
+      raise ValueError("this pool's streams share its weights (build it with per_stream_weights=True)")
+    if not (math.isfinite(input_gain) and input_gain > 0):
+      raise ValueError(f"input_gain must be finite and > 0, got {input_gain}")
+    own = start.weights if weights is None else _checked_weights(weights, self.weights)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(own)[0]:
+      if not np.isfinite(np.asarray(leaf)).all():
+        raise ValueError(f"weights leaf {jax.tree_util.keystr(path)} has NaN or Inf values")
+    return dataclasses.replace(start, weights=own, input_gain=jnp.asarray(input_gain, self.dtype))
 
   def export_slot(self, slot: int) -> SlotState:
     """A copy, on the host, of ``slot``'s whole state (see ``SlotState``), between steps."""

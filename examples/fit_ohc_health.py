@@ -39,13 +39,6 @@ def true_profile(n_ch: int) -> np.ndarray:
   return health
 
 
-def with_health(weights: carfac.CarfacWeights, health: jax.Array) -> carfac.CarfacWeights:
-  """``weights`` with ear 0's ``car.ohc_health`` replaced."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: health if jax.tree_util.keystr(path) == ".ears[0].car.ohc_health" else leaf, weights
-  )
-
-
 def fit(seconds: float, steps: int, learning_rate: float, seed: int = 0) -> dict:
   """Fits the health; returns the design, the fitted weights and the figures."""
   import optax  # the "fit" extra
@@ -56,7 +49,7 @@ def fit(seconds: float, steps: int, learning_rate: float, seed: int = 0) -> dict
   audio = (0.05 * np.random.default_rng(seed).standard_normal(round(seconds * hypers.fs))).astype(np.float32)
 
   def naps(health):
-    return carfac.run_segment(audio, hypers, with_health(weights, health), state, checkpoint_every=64).naps
+    return carfac.run_segment(audio, hypers, carfac.with_ohc_health(weights, health), state, checkpoint_every=64).naps
 
   target = jax.jit(naps)(jnp.asarray(truth))
   loss_and_grad = jax.jit(jax.value_and_grad(lambda health: jnp.mean((naps(health) - target) ** 2)))
@@ -71,7 +64,7 @@ def fit(seconds: float, steps: int, learning_rate: float, seed: int = 0) -> dict
   error = np.abs(np.asarray(health) - truth)
   return {
       "hypers": hypers,
-      "weights": with_health(weights, health),
+      "weights": carfac.with_ohc_health(weights, health),
       "report": {
           "seconds_of_audio": seconds,
           "steps": steps,
