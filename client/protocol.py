@@ -45,6 +45,7 @@ class StreamRequest:
   outputs: tuple[str, ...] | None = None  # None: frames only
   resume_token: str | None = None  # from the end message of a stream a server drained: continue it
   sai_interval_ms: float | None = None  # with the sai output: least time between SAI frames (server default)
+  hearing: dict[str, Any] | None = None  # a hearing profile and input level (README, "Hearing profiles")
 
   def __post_init__(self) -> None:
     if self.format not in SAMPLE_FORMATS:
@@ -66,6 +67,8 @@ class StreamRequest:
       message["resume_token"] = self.resume_token
     if self.sai_interval_ms is not None:
       message["sai_interval_ms"] = float(self.sai_interval_ms)
+    if self.hearing is not None:
+      message["hearing"] = self.hearing
     return json.dumps(message)
 
   def encode(self, audio: np.ndarray) -> bytes:

@@ -102,6 +102,8 @@ class _JoinRequest:
   deadline: float  # monotonic: the longest it waits for a finishing stream's slot
   resume: SlotState | None = None  # a drained stream's state to continue from
   sai_every: int = 0  # see EngineStream
+  weights: carfac.CarfacWeights | None = None  # the stream's own (a hearing profile), or the pool's
+  input_gain: float = 1.0  # the stream's calibrated level
   future: concurrent.futures.Future = dataclasses.field(default_factory=concurrent.futures.Future)
 
 
@@ -214,15 +216,18 @@ class Engine:
       listener: StreamListener,
       resume: SlotState | None = None,
       sai_every: int = 0,
+      weights: carfac.CarfacWeights | None = None,
+      input_gain: float = 1.0,
   ) -> EngineStream:
     """Takes a slot in the ``key`` pool; raises ``PoolFullError`` when it has no room (see above).
 
     ``resume``: start from a drained stream's exported state (``ValueError``
     if it does not fit the pool). ``sai_every``: see ``EngineStream``.
+    ``weights``, ``input_gain``: the stream's own (``StreamPool.join``).
     """
     lane = self.lane(key)
     request = _JoinRequest(
-        hop, listener, time.monotonic() + self._settings.join_wait_s, resume, sai_every
+        hop, listener, time.monotonic() + self._settings.join_wait_s, resume, sai_every, weights, input_gain
     )
     self._command(lambda: self._admit(lane, request) or lane.waiting.append(request))
     try:
@@ -245,7 +250,7 @@ class Engine:
     try:
       if not self._room_for_one_more(lane):
         raise PoolFullError(f"the {lane.label}-ear pool is at its real-time capacity")
-      slot = lane.pool.join(request.hop, request.resume)
+      slot = lane.pool.join(request.hop, request.resume, request.weights, request.input_gain)
     except PoolFullError as err:
       with self._cond:
         if lane.scheduler.finishing and time.monotonic() < request.deadline:
@@ -329,6 +334,7 @@ class Engine:
           shards=s.shards,
           pitchogram=carfac.PitchogramPipelineParams(num_samples_per_segment=s.block_size) if pictures else None,
           weights=served_weights(s, ears),
+          per_stream_weights=s.hearing_profiles,
       )
       compiled = time.perf_counter()
       costs = StepCosts.measure(pool)

@@ -92,6 +92,26 @@ class ProtocolError(Exception):
     return {"type": "error", "code": self.kind.code, "message": self.message}
 
 
+class AudiogramMessage(BaseModel):
+  """An audiogram in a start's ``hearing``: hearing loss (dB HL) at increasing frequencies."""
+
+  model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+  frequencies_hz: list[float]
+  loss_db: list[float]
+
+
+class HearingMessage(BaseModel):
+  """A start's optional ``hearing``: one of profile, audiogram, ohc_health, and a level (``server.hearing``)."""
+
+  model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+  profile: str | None = None
+  audiogram: AudiogramMessage | None = None
+  ohc_health: list[float] | list[list[float]] | None = None
+  level_db_spl: float | None = None
+
+
 class StartMessage(BaseModel):
   """The client's first message. Types are checked strictly; values by ``negotiate``."""
 
@@ -105,6 +125,7 @@ class StartMessage(BaseModel):
   outputs: list[str] = Field(default_factory=lambda: ["frames"], min_length=1)
   sai_interval_ms: float | None = None  # with the sai output: least time between two SAI frames
   resume_token: str | None = None  # from the end message of a stream the server drained
+  hearing: HearingMessage | None = None  # this stream's hearing profile and input level
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +138,7 @@ class StreamSpec:
   hop: int  # model samples per frame
   outputs: tuple[str, ...]
   sai_every: int = 0  # with the sai output: one SAI frame every this many blocks
+  hearing: HearingMessage | None = None  # as the start gave it; resolved against the pool (server.hearing)
 
   @property
   def pictures(self) -> bool:
@@ -124,14 +146,17 @@ class StreamSpec:
     return any(name in PICTURE_OUTPUTS for name in self.outputs)
 
   def identity(self) -> dict[str, Any]:
-    """What a resumed stream must be started with again: the same audio, hop and outputs."""
-    return {
+    """What a resumed stream must be started with again: the same audio, hop, outputs and hearing."""
+    identity = {
         "sample_rate": self.sample_rate,
         "channels": self.channels,
         "format": next(name for name, dtype in SAMPLE_FORMATS.items() if dtype == self.sample_dtype),
         "hop": self.hop,
         "outputs": list(self.outputs),
     }
+    if self.hearing is not None:
+      identity["hearing"] = self.hearing.model_dump(exclude_none=True)
+    return identity
 
 
 def parse_json(text: str) -> dict[str, Any]:
@@ -198,7 +223,8 @@ def negotiate(start: StartMessage, settings: Settings) -> StreamSpec:
     raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"hop_ms must be within [{settings.min_hop_ms}, {MAX_HOP_MS}]")
   hop = settings.model_samples(hop_ms)
   return StreamSpec(
-      start.sample_rate, start.channels, SAMPLE_FORMATS[start.format], hop, tuple(start.outputs), sai_every
+      start.sample_rate, start.channels, SAMPLE_FORMATS[start.format], hop, tuple(start.outputs), sai_every,
+      start.hearing,
   )
 
 
@@ -263,10 +289,12 @@ def ready_message(
     block_size: int,
     send_queue: int,
     pictures: dict[str, Any] | None = None,
+    hearing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """The server's answer to ``start``: everything needed to read frame messages.
 
-  ``pictures``: ``pictures_description(...)``, for a stream with pictures.
+  ``pictures``: ``pictures_description(...)``, for a stream with pictures;
+  ``hearing``: ``StreamHearing.describe()``, for a stream with a hearing profile.
   """
   message = {
       "type": "ready",
@@ -287,6 +315,8 @@ def ready_message(
   }
   if pictures is not None:
     message["pictures"] = pictures
+  if hearing is not None:
+    message["hearing"] = hearing
   return message
 
 

@@ -17,6 +17,7 @@ import time
 from typing import Any, Iterator, Protocol
 
 from engine.pool import PoolFullError
+from server import hearing as stream_hearing
 from server.engine_thread import Engine, NotReadyError, lane_key
 from server.metrics import Metrics
 from server.protocol import (
@@ -100,13 +101,17 @@ class StreamService:
     granule = pool.frame_granule
     spec = dataclasses.replace(spec, hop=max(pool.min_hop, granule * round(spec.hop / granule)))
     s = self.settings
-    session = StreamSession(spec, pool, self.metrics, s.send_queue_messages, s.input_queue_blocks)
+    hearing = stream_hearing.resolve(spec.hearing, pool.centre_frequencies(), pool.n_ears, s.hearing_profiles)
+    session = StreamSession(spec, pool, self.metrics, s.send_queue_messages, s.input_queue_blocks, hearing)
     checkpoint = None if resume_token is None else self._checkpoint(resume_token, spec)
     try:
       if checkpoint is not None:
         session.restore(checkpoint)
       resume = None if checkpoint is None else checkpoint.slot
-      session.attach(await self.engine.join(key, spec.hop, session, resume, spec.sai_every))
+      own = {} if hearing is None or resume is not None else {  # a resumed slot keeps its own
+          "weights": hearing.weights(pool.weights), "input_gain": hearing.input_gain
+      }
+      session.attach(await self.engine.join(key, spec.hop, session, resume, spec.sai_every, **own))
     except ValueError as err:  # a signed token whose state does not fit this server
       raise ProtocolError(ErrorKind.INVALID_RESUME_TOKEN, f"the resume token does not fit this server: {err}") from None
     except PoolFullError:
@@ -194,6 +199,7 @@ class StreamService:
         "outputs": offered_outputs(s),
         "sample_rate_range_hz": list(SAMPLE_RATE_RANGE),
         "token_required": s.token is not None,
+        "hearing": stream_hearing.info(s.hearing_profiles),
         "realtime_capacity": {key: self.engine.lane(key).realtime_capacity for key in keys},
         "realtime_capacity_now": {
             key: self.engine.lane(key).costs.realtime_streams(self.engine.pool(key), s.realtime_margin, observed=True)

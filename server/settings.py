@@ -67,6 +67,11 @@ class Settings(BaseSettings):
       description="offer the pitchogram and sai outputs to mono clients: one more engine pool, whose streams "
       "also run the SAI (about 2.5x a stream's NAP cost)",
   )
+  hearing_profiles: bool = Field(
+      True,
+      description="let each stream carry its own hearing profile and input level (the start message's hearing): "
+      "every pool keeps per-stream weights (measured within 3% of shared weights per step)",
+  )
   step_interval_ms: float | None = Field(
       None,
       ge=0,

@@ -22,6 +22,7 @@ import numpy as np
 from engine.block_feed import BlockFeed
 from engine.pool import BlockResult, SlotState, StreamPool
 from server.engine_thread import EngineStream, LagError
+from server.hearing import StreamHearing
 from server.metrics import Metrics
 from server.outbox import Outbox
 from server.protocol import (
@@ -52,8 +53,17 @@ def _pitchogram_rows(result: BlockResult) -> np.ndarray:
 class StreamSession:
   """The audio path and bookkeeping of one started stream."""
 
-  def __init__(self, spec: StreamSpec, pool: StreamPool, metrics: Metrics, send_queue: int, input_queue: int):
+  def __init__(
+      self,
+      spec: StreamSpec,
+      pool: StreamPool,
+      metrics: Metrics,
+      send_queue: int,
+      input_queue: int,
+      hearing: StreamHearing | None = None,
+  ):
     self.spec = spec
+    self.hearing = hearing
     self._pool = pool  # read only here: its design and sizes
     self._metrics = metrics
     self._block_size = pool.block_size
@@ -190,8 +200,9 @@ class StreamSession:
     if self.spec.pictures:
       sai, pitchogram = pool.picture_hypers
       pictures = pictures_description(self.spec, pitchogram.lags_s, sai.sai_width, pool.block_size, pool.hypers.fs)
+    hearing = None if self.hearing is None else self.hearing.describe()
     return ready_message(
-        self.spec, pool.hypers.fs, pool.centre_frequencies(), pool.block_size, self.outbox.limit, pictures
+        self.spec, pool.hypers.fs, pool.centre_frequencies(), pool.block_size, self.outbox.limit, pictures, hearing
     )
 
   def end_message(self, reason: str, resume_token: str | None = None) -> dict[str, Any]:

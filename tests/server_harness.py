@@ -137,6 +137,7 @@ async def stream(
     hop_ms: float | None = None,
     outputs: list[str] | None = None,
     sai_interval_ms: float | None = None,
+    hearing: dict | None = None,
     pause_s: float = 0.0,
     pacing: Pacing | None = None,
     seed: int = 0,
@@ -146,7 +147,13 @@ async def stream(
   """Streams ``audio`` (n, channels) in random chunks ``pause_s`` apart (or as ``pacing`` says); returns all
   that came back."""
   request = StreamRequest(
-      rate, audio.shape[1], fmt, hop_ms, None if outputs is None else tuple(outputs), sai_interval_ms=sai_interval_ms
+      rate,
+      audio.shape[1],
+      fmt,
+      hop_ms,
+      None if outputs is None else tuple(outputs),
+      sai_interval_ms=sai_interval_ms,
+      hearing=hearing,
   )
   async with asyncio.timeout(TIMEOUT_S):
     pacing = pacing or Pacing(pause_s)
@@ -189,20 +196,32 @@ def _offline_model(ears: int, model_rate: float, ihc_style: str):
   params = design(Settings(model_rate=model_rate, ihc_style=ihc_style), ears)
   hypers, weights, _ = carfac.design_and_init_carfac(params, np.float32)
 
-  def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  def run(x: np.ndarray, ohc_health: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     state = carfac.design_and_init_carfac(params, np.float32)[2]
     padded = np.zeros((-(-len(x) // 8192) * 8192, ears), np.float32)  # few shapes, few compilations
     padded[: len(x)] = x
-    out = carfac.run_segment_jit(padded, hypers, weights, state)
+    own = weights if ohc_health is None else carfac.with_ohc_health(weights, ohc_health)
+    out = carfac.run_segment_jit(padded, hypers, own, state)
     return np.asarray(out.naps)[: len(x)], np.asarray(out.bm)[: len(x)]
 
   return run
 
 
-def reference(audio: np.ndarray, rate: float, settings: Settings, hop: int) -> dict[str, np.ndarray]:
-  """Offline frames (of ``hop`` model samples) / naps / bm of the server's model for ``audio`` at ``rate``."""
-  x = to_model_rate(audio, rate, settings.model_rate)
-  naps, bm = _offline_model(audio.shape[1], settings.model_rate, settings.ihc_style)(x)
+def reference(
+    audio: np.ndarray,
+    rate: float,
+    settings: Settings,
+    hop: int,
+    ohc_health: np.ndarray | None = None,
+    input_gain: float = 1.0,
+) -> dict[str, np.ndarray]:
+  """Offline frames (of ``hop`` model samples) / naps / bm of the server's model for ``audio`` at ``rate``.
+
+  ``ohc_health`` (n_ch,) or (ears, n_ch), ``input_gain``: a stream's hearing profile and level (applied,
+  as the engine does, to the model-rate samples).
+  """
+  x = to_model_rate(audio, rate, settings.model_rate) * np.float32(input_gain)
+  naps, bm = _offline_model(audio.shape[1], settings.model_rate, settings.ihc_style)(x, ohc_health)
   n = len(x) // hop
   frames = naps[: n * hop].astype(np.float64).reshape(n, hop, *naps.shape[1:]).mean(axis=1)
   return {"frames": frames, "naps": naps, "bm": bm}
