@@ -4,6 +4,7 @@
     carfac-client stream speech.flac --realtime --format s16le --hop-ms 5 --out nap.npz
     carfac-client stream --mic --seconds 10 --out mic.npz      # or until Ctrl-C
     carfac-client stream voice.wav --outputs pitchogram --png pitch.png
+    carfac-client stream speech.wav --hearing-profile moderate-sloping --level-db-spl 70 --out impaired.npz
 
 A file goes as fast as the server reads it (``--realtime``: at its own
 pace), with a progress bar on a terminal. The ``.npz`` has the keys that
@@ -17,6 +18,10 @@ lags), ``vowel_coords`` (n_blocks, 2: F2, F1), ``pitchogram_lags_s`` and
 ``block_samples``, and ``--png`` draws the vowel-coloured pitchogram image
 (lag in ms, time in s; ``--light`` for the light theme) - beside the
 cochleagram, as ``<png stem>.pitchogram.png``, when frames are asked for too.
+``--hearing-profile`` or ``--audiogram`` and ``--level-db-spl`` listen with a
+hearing loss and a calibrated level (the ``.npz`` then also holds the
+``ohc_health`` and ``input_gain`` the server used); stream the same file with
+and without to compare.
 A start the server refuses for now
 (``pool_full``, ``too_many_connections``, ``not_ready``, ``shutting_down``)
 is tried again (``--retries``, exponential ``--retry-backoff-s``); behind a
@@ -65,15 +70,44 @@ def outputs_argument(text: str) -> tuple[str, ...]:
   return names
 
 
+def audiogram_argument(text: str) -> dict[str, list[float]]:
+  """``--audiogram``: ``FREQUENCY_HZ:LOSS_DB`` pairs, comma-separated (the server checks the values)."""
+  try:
+    pairs = [tuple(float(x) for x in pair.split(":")) for pair in text.split(",") if pair.strip()]
+  except ValueError:
+    pairs = []
+  if not pairs or any(len(pair) != 2 for pair in pairs):
+    raise argparse.ArgumentTypeError(f"{text!r}: FREQUENCY_HZ:LOSS_DB pairs, e.g. 500:10,1000:20,4000:50")
+  return {"frequencies_hz": [f for f, _ in pairs], "loss_db": [loss for _, loss in pairs]}
+
+
+def hearing_request(args: argparse.Namespace) -> dict[str, Any] | None:
+  """The start message's ``hearing`` object from ``--hearing-profile``/``--audiogram`` and ``--level-db-spl``."""
+  hearing: dict[str, Any] = {}
+  if args.hearing_profile is not None:
+    hearing["profile"] = args.hearing_profile
+  if args.audiogram is not None:
+    hearing["audiogram"] = args.audiogram
+  if args.level_db_spl is not None:
+    hearing["level_db_spl"] = args.level_db_spl
+  return hearing or None
+
+
 def save_npz(
     path: Path, frames: np.ndarray, ready: dict[str, Any], source: str, dropped_rows: int, pitchogram=None
 ) -> None:
   """Writes frames (n, channels, ears) with what they are: the keys of ``carfac-nap``, and ``dropped_rows``;
-  with ``pitchogram`` rows (n_blocks, lags + 2, 1), those and their lags too."""
+  with ``pitchogram`` rows (n_blocks, lags + 2, 1), those and their lags too; with a hearing profile,
+  the ``ohc_health`` (ears, channels) and ``input_gain`` the server used."""
   extra = {}
+  hearing = ready.get("hearing")
+  if hearing is not None:
+    if hearing["ohc_health"] is not None:
+      extra["ohc_health"] = np.asarray(hearing["ohc_health"], np.float32)
+    extra["input_gain"] = hearing["input_gain"]
   if pitchogram is not None:
     rows = np.asarray(pitchogram)[..., 0]
-    extra = dict(
+    extra.update(
         pitchogram=rows[:, :-2],
         vowel_coords=rows[:, -2:],
         pitchogram_lags_s=np.asarray(ready["pictures"]["lags_s"]),
@@ -116,7 +150,9 @@ async def _stream_file(args: argparse.Namespace, stop: threading.Event) -> Sessi
   """
   source = FileSource(args.file)
   source.chunk_frames = max(1, round(args.chunk_ms * source.sample_rate / 1000))
-  request = StreamRequest(source.sample_rate, source.channels, args.format, args.hop_ms, args.outputs)
+  request = StreamRequest(
+      source.sample_rate, source.channels, args.format, args.hop_ms, args.outputs, hearing=hearing_request(args)
+  )
   progress = Progress(source.frames / source.sample_rate, sys.stderr if sys.stderr.isatty() else None)
 
   def connection(resume_token: str | None, samples_taken: int) -> Awaitable[Session]:
@@ -137,7 +173,7 @@ async def _stream_file(args: argparse.Namespace, stop: threading.Event) -> Sessi
 async def _stream_microphone(args: argparse.Namespace, stop: threading.Event) -> Session:
   """The microphone (mono) until ``--seconds`` pass or Ctrl-C."""
   with MicrophoneSource(args.device, args.rate, channels=1) as mic:
-    request = StreamRequest(mic.sample_rate, 1, args.format, args.hop_ms, args.outputs)
+    request = StreamRequest(mic.sample_rate, 1, args.format, args.hop_ms, args.outputs, hearing=hearing_request(args))
     if args.seconds is not None:
       asyncio.get_running_loop().call_later(args.seconds, stop.set)
     print(f"{mic.device_name}: {mic.sample_rate:g} Hz -> {args.url}; Ctrl-C stops", file=sys.stderr)
@@ -238,6 +274,24 @@ def parser() -> argparse.ArgumentParser:
       type=outputs_argument,
       default=("frames",),
       help="what to ask for, comma-separated: frames (the NAP, default), pitchogram (mono; the server's --pitchogram)",
+  )
+  profile = command.add_mutually_exclusive_group()
+  profile.add_argument(
+      "--hearing-profile",
+      metavar="NAME",
+      help="listen with an example hearing loss: normal, mild-high-frequency, moderate-sloping, noise-notch "
+      "(the server's /v1/info lists them)",
+  )
+  profile.add_argument(
+      "--audiogram",
+      type=audiogram_argument,
+      metavar="HZ:DB,...",
+      help="listen with this hearing loss (dB HL at each frequency), e.g. 500:10,1000:20,4000:50",
+  )
+  command.add_argument(
+      "--level-db-spl",
+      type=float,
+      help="the sound level a full-scale sine stands for (default: the model's own scale, about 104 dB SPL)",
   )
   command.add_argument("--light", action="store_true", help="draw the pitchogram in the light theme (white background)")
   command.add_argument(

@@ -18,11 +18,13 @@ from typing import AsyncIterator
 
 import matplotlib.image
 import numpy as np
+import pytest
 import soundfile
 from audio_harness import CAPTURE_RATE, TONE_HZ, playing_tone, sounddevice  # noqa: F401 (fixture)
 from pixels import brightest_channel
 from server_harness import TIMEOUT_S, TOKEN, TOLERANCE, as_received, max_error, reference, reference_pictures
 
+import carfac
 from client import cochleagram, pitchogram_picture
 from client.cli import main
 from client.progress import Progress
@@ -147,3 +149,24 @@ def test_outputs_pitchogram_gives_the_offline_pitchogram_and_its_png(main_server
   drawn = brightest_channel(pixels, figure.axes[0].get_window_extent(), 148, last=0.5)
   period = int(np.abs(saved["pitchogram_lags_s"] - 1 / 220).argmin())
   assert abs(drawn - period) <= 1, (drawn, period)
+
+
+def test_a_hearing_profile_and_level_give_the_offline_frames_of_that_listener(main_server, tmp_path: Path) -> None:
+  rate, wav, npz = 22050, tmp_path / "tone.wav", tmp_path / "impaired.npz"
+  audio = _tone(wav, 3000.0, 0.5, rate)
+  args = ["stream", str(wav), "--url", main_server.ws, "--token", TOKEN, "--out", str(npz)]
+  assert main(args + ["--audiogram", "500:0,2000:30,4000:40", "--level-db-spl", "60"]) == 0
+  saved = np.load(npz)
+  health, gain = saved["ohc_health"], float(saved["input_gain"])
+  assert health.shape == (1, 71) and gain == carfac.input_gain_for_level(60.0)
+  poles = np.asarray(saved["centre_frequencies_hz"])
+  mapped = carfac.ohc_health_from_audiogram([500, 2000, 4000], [0, 30, 40], poles)
+  np.testing.assert_allclose(health[0], mapped, atol=1e-6)
+  expected = reference(audio, rate, main_server.settings, int(saved["hop_samples"]), health, gain)["frames"]
+  assert max_error(saved["nap"], expected) <= TOLERANCE
+
+
+def test_a_malformed_audiogram_argument_is_a_usage_error(capsys) -> None:
+  with pytest.raises(SystemExit) as exited:
+    main(["stream", "x.wav", "--out", "x.npz", "--audiogram", "500-10"])
+  assert exited.value.code == 2 and "FREQUENCY_HZ:LOSS_DB pairs" in capsys.readouterr().err

@@ -22,6 +22,8 @@ import pytest
 import soundfile
 from server_harness import TOKEN
 
+import carfac
+from carfac import hearing
 from server.access import check_access
 from server.protocol import ProtocolError
 from server.settings import Settings
@@ -209,6 +211,27 @@ def test_the_pitchogram_of_a_harmonic_complex_is_brightest_at_its_period(pitch_p
   page.click("#stop")
   page.wait_for_function("window.carfacState.state === 'stopped'")
   assert page.evaluate("window.carfacState.end.rows.pitchogram") >= 120
+
+
+def test_a_chosen_hearing_profile_and_level_go_with_the_stream(page, main_server, tmp_path: Path) -> None:
+  page.goto(f"{main_server.http}/?token={TOKEN}")
+  page.wait_for_function("!document.getElementById('hearing-field').hidden")
+  offered = page.eval_on_selector_all("#hearing option", "options => options.map(o => o.value)")
+  assert offered == list(hearing.EXAMPLE_AUDIOGRAMS)
+  page.select_option("#hearing", "noise-notch")
+  page.fill("#level", "70")
+  page.set_input_files("#file", _tone(tmp_path / "file.wav", FILE_HZ, 0.5))
+  page.wait_for_function("window.carfacState.state === 'stopped'")
+  state = page.evaluate("window.carfacState")
+  assert state["error"] is None and state["framesDrawn"] == state["end"]["rows"]["frames"] > 0
+  used = state["ready"]["hearing"]
+  poles = np.asarray(state["ready"]["centre_frequencies_hz"])
+  expected = carfac.ohc_health_from_audiogram(
+      hearing.AUDIOMETRIC_FREQUENCIES_HZ, hearing.EXAMPLE_AUDIOGRAMS["noise-notch"], poles
+  )
+  np.testing.assert_allclose(used["ohc_health"][0], expected, atol=1e-6)
+  assert used["level_db_spl"] == 70 and used["input_gain"] == pytest.approx(carfac.input_gain_for_level(70))
+  assert "hearing noise-notch, full scale = 70 dB SPL" in page.text_content("#detail")
 
 
 def test_a_refused_stream_is_shown(page, main_server) -> None:

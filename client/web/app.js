@@ -1,7 +1,8 @@
 // The page: the microphone, or a local file, streamed to the CARFAC server
 // this page came from (protocol v1, at the browser's own sample rate: the
 // server resamples), and the frames it returns drawn as they come; with a
-// server that offers it, the pitchogram too.
+// server that offers it, the pitchogram too, and a choice of hearing profile
+// (the server's example audiograms) and calibrated level for the next stream.
 //
 // A server with a token: open the page as /?token=SECRET, or type it in.
 // window.carfacState mirrors what the page shows (state, error, the ready
@@ -30,6 +31,8 @@ function show(name, detail = "") {
   const busy = BUSY.includes(name);
   $("start-mic").disabled = busy;
   $("file").disabled = busy;
+  $("hearing").disabled = busy;
+  $("level").disabled = busy;
   $("pick-file").classList.toggle("disabled", busy);
   $("stop").disabled = name !== "streaming";
 }
@@ -62,7 +65,7 @@ function handlers(run) {
       $("pitchogram-figure").hidden = !ready.pictures;
       show(state.state === "stopping" ? "stopping" : "streaming",  // a short file may have ended already
            `${state.source}: ${run.capture.sampleRate} Hz in, model ${ready.model_rate} Hz, ` +
-           `${ready.channels} channels, hop ${ready.hop_ms.toFixed(1)} ms`);
+           `${ready.channels} channels, hop ${ready.hop_ms.toFixed(1)} ms${hearingNote(ready)}`);
     },
     onFrames(rows, count, channels, ears) {
       if (run !== current) return;
@@ -78,7 +81,7 @@ function handlers(run) {
       if (run !== current) return;
       state.end = end;
       run.capture.close();  // already closed after a stop; not after the server's shutdown
-      show("stopped", `${state.source}: ${end.rows.frames} frames` +
+      show("stopped", `${state.source}: ${end.rows.frames} frames${hearingNote(state.ready)}` +
            (end.dropped_rows ? `, ${end.dropped_rows} dropped by the server` : "") +
            (end.reason === "shutdown" ? " (the server shut down)" : ""));
     },
@@ -89,6 +92,21 @@ function handlers(run) {
       if (state.state !== "stopped") fail(run, `the connection closed (code ${code}${reason ? `: ${reason}` : ""})`);
     },
   };
+}
+
+/** The start message's hearing object from the profile and level chosen (undefined: none). */
+function hearingRequest() {
+  const hearing = {};
+  if ($("hearing").value !== "normal") hearing.profile = $("hearing").value;
+  if ($("level").value !== "") hearing.level_db_spl = Number($("level").value);
+  return Object.keys(hearing).length ? hearing : undefined;
+}
+
+/** How the ready message's hearing reads: the profile chosen and the level. */
+function hearingNote(ready) {
+  if (!ready?.hearing) return "";
+  const level = ready.hearing.level_db_spl === null ? "" : `, full scale = ${ready.hearing.level_db_spl} dB SPL`;
+  return `, hearing ${$("hearing").value}${level}`;
 }
 
 /** Opens the audio and the stream, then `connect(capture, run)` feeds the audio in. */
@@ -104,8 +122,10 @@ async function start(source, connect) {
   }
   try {
     run.capture = await Capture.open((chunk) => run.stream.send(chunk));
+    const hearing = hearingRequest();
     const start = {sample_rate: run.capture.sampleRate, channels: 1, format: "f32le",
-                   ...(offersPitchogram ? {outputs: ["frames", "pitchogram"]} : {})};
+                   ...(offersPitchogram ? {outputs: ["frames", "pitchogram"]} : {}),
+                   ...(hearing ? {hearing} : {})};
     run.stream = new Stream(streamUrl(location.href, $("token").value), start, handlers(run));
     await connect(run.capture, run);
   } catch (error) {
@@ -144,6 +164,12 @@ async function describeServer() {
         `frames every ${info.hop_ms} ms` + (info.token_required ? "; a token is required" : "");
     if (info.token_required) $("token-field").hidden = false;
     offersPitchogram = info.outputs.includes("pitchogram");
+    if (info.hearing?.supported) {
+      for (const name of Object.keys(info.hearing.profiles).filter((name) => name !== "normal")) {
+        $("hearing").append(new Option(name, name));
+      }
+      $("hearing-field").hidden = $("level-field").hidden = false;
+    }
   } catch (error) {
     $("server").textContent = `The server did not answer: ${describe(error)}`;
   }
