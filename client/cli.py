@@ -54,6 +54,7 @@ from client.protocol import SAMPLE_FORMATS, StreamRequest, auth_headers
 from client.sources import in_thread, realtime
 from client.stream import Session, StreamFailed, joined, resume_token_of, stream, with_retries
 from engine.file_source import FileSource
+from engine.hearing_arguments import add_hearing_arguments, hearing_request
 from engine.microphone import MicrophoneSource, device_argument
 from engine.nap_file import save_nap_npz
 
@@ -68,29 +69,6 @@ def outputs_argument(text: str) -> tuple[str, ...]:
   if not names or unknown or len(set(names)) != len(names):
     raise argparse.ArgumentTypeError(f"{text!r}: distinct names from {', '.join(OUTPUT_CHOICES)}")
   return names
-
-
-def audiogram_argument(text: str) -> dict[str, list[float]]:
-  """``--audiogram``: ``FREQUENCY_HZ:LOSS_DB`` pairs, comma-separated (the server checks the values)."""
-  try:
-    pairs = [tuple(float(x) for x in pair.split(":")) for pair in text.split(",") if pair.strip()]
-  except ValueError:
-    pairs = []
-  if not pairs or any(len(pair) != 2 for pair in pairs):
-    raise argparse.ArgumentTypeError(f"{text!r}: FREQUENCY_HZ:LOSS_DB pairs, e.g. 500:10,1000:20,4000:50")
-  return {"frequencies_hz": [f for f, _ in pairs], "loss_db": [loss for _, loss in pairs]}
-
-
-def hearing_request(args: argparse.Namespace) -> dict[str, Any] | None:
-  """The start message's ``hearing`` object from ``--hearing-profile``/``--audiogram`` and ``--level-db-spl``."""
-  hearing: dict[str, Any] = {}
-  if args.hearing_profile is not None:
-    hearing["profile"] = args.hearing_profile
-  if args.audiogram is not None:
-    hearing["audiogram"] = args.audiogram
-  if args.level_db_spl is not None:
-    hearing["level_db_spl"] = args.level_db_spl
-  return hearing or None
 
 
 def save_npz(
@@ -275,24 +253,7 @@ def parser() -> argparse.ArgumentParser:
       default=("frames",),
       help="what to ask for, comma-separated: frames (the NAP, default), pitchogram (mono; the server's --pitchogram)",
   )
-  profile = command.add_mutually_exclusive_group()
-  profile.add_argument(
-      "--hearing-profile",
-      metavar="NAME",
-      help="listen with an example hearing loss: normal, mild-high-frequency, moderate-sloping, noise-notch "
-      "(the server's /v1/info lists them)",
-  )
-  profile.add_argument(
-      "--audiogram",
-      type=audiogram_argument,
-      metavar="HZ:DB,...",
-      help="listen with this hearing loss (dB HL at each frequency), e.g. 500:10,1000:20,4000:50",
-  )
-  command.add_argument(
-      "--level-db-spl",
-      type=float,
-      help="the sound level a full-scale sine stands for (default: the model's own scale, about 104 dB SPL)",
-  )
+  add_hearing_arguments(command)
   command.add_argument("--light", action="store_true", help="draw the pitchogram in the light theme (white background)")
   command.add_argument(
       "--realtime", action="store_true", help="send a file at its own pace (default: as fast as the server reads)"

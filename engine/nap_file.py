@@ -1,17 +1,24 @@
-"""``carfac-nap``: turn a WAV file into NAP frames saved as ``.npz``.
+"""``carfac-nap``: turn a WAV file, or a whole dataset, into NAP frames saved as ``.npz``.
 
-The model is designed at the file's own sample rate and the file is streamed
-through a one-slot ``StreamPool`` in fixed-size blocks (one compilation,
-bounded memory); each frame is the mean NAP over one complete hop. WAV files
-are read with the standard library's ``wave`` (integer PCM).
+One file: the model is designed at the file's own sample rate and the file
+is streamed through a one-slot ``StreamPool`` in fixed-size blocks (one
+compilation, bounded memory); each frame is the mean NAP over one complete
+hop. WAV files are read with the standard library's ``wave`` (integer PCM).
+Several inputs (files of any format libsndfile reads, folders, globs, list
+files) go to ``OUT_DIR``, every file resampled to ``--model-rate`` and
+``--batch`` files stepped together (``engine.dataset``), with a progress
+bar, a manifest, and a rerun continuing an interrupted one.
 
     carfac-nap speech.wav speech_nap.npz --hop-ms 10
+    carfac-nap corpus/ extra/*.flac @more.txt naps/ --batch 32
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -19,7 +26,8 @@ import numpy as np
 
 import carfac
 from engine.frames import samples_for_ms
-from engine.pool import StreamPool
+from engine.hearing_arguments import add_hearing_arguments, hearing_request
+from engine.pool import RAW_OUTPUTS, StreamPool
 
 _PCM_DTYPES = {1: np.uint8, 2: np.int16, 4: np.int32}
 
@@ -58,8 +66,11 @@ def save_nap_npz(
   Keys: ``nap``, ``centre_frequencies_hz``, ``sample_rate_hz`` (the model's),
   ``hop_samples``, ``source``, plus ``extra`` (e.g. the client's
   ``dropped_rows``); the one format of ``carfac-nap`` and ``carfac-client``.
+  Not compressed: NAP floats shrink by only ~10% and take ~18x longer to
+  write (measured: 27 vs 1.5 ms for 30 s of frames), which a dataset run
+  would pay per file.
   """
-  np.savez_compressed(
+  np.savez(
       path,
       nap=frames,
       centre_frequencies_hz=np.asarray(centre_frequencies),
@@ -95,10 +106,129 @@ def wav_to_nap_frames(
   return np.concatenate(frames)[: n_samp // hop], pool.centre_frequencies()
 
 
+def _hearing(args: argparse.Namespace, params: carfac.CarfacDesignParameters) -> tuple[np.ndarray | None, float]:
+  """The flags' hearing profile as per-channel health at the design's poles (or None), and the input gain."""
+  request = hearing_request(args) or {}
+  gain = carfac.input_gain_for_level(request["level_db_spl"]) if "level_db_spl" in request else 1.0
+  if "profile" not in request and "audiogram" not in request:
+    return None, gain
+  poles = np.asarray(carfac.design_and_init_carfac(params, np.float32)[0].ears[0].pole_freqs)
+  if "profile" in request:
+    frequencies, losses = carfac.hearing.AUDIOMETRIC_FREQUENCIES_HZ, carfac.hearing.EXAMPLE_AUDIOGRAMS[request["profile"]]
+  else:
+    frequencies, losses = request["audiogram"]["frequencies_hz"], request["audiogram"]["loss_db"]
+  return carfac.ohc_health_from_audiogram(frequencies, losses, poles), gain
+
+
+def _load_weights(path: Path | None, params: carfac.CarfacDesignParameters) -> carfac.CarfacWeights | None:
+  """``--weights`` for this design (raises ``carfac.WeightsFileError``/``OSError``), or None."""
+  if path is None:
+    return None
+  hypers, designed, _ = carfac.design_and_init_carfac(params, np.float32)
+  return carfac.load_weights(path, hypers, like=designed)
+
+
+def _design(rate: float, ears: int, ihc_style: str) -> carfac.CarfacDesignParameters:
+  params = carfac.CarfacDesignParameters(fs=rate, n_ears=ears)
+  for ear in params.ears:
+    ear.ihc.ihc_style = ihc_style
+  return params
+
+
+def _one_file(args: argparse.Namespace, source: Path, output: Path) -> int:
+  """``carfac-nap IN.wav OUT.npz``: the model designed at the file's own rate."""
+  try:
+    audio, rate = read_wav(source)
+  except (OSError, wave.Error, ValueError) as err:
+    print(f"carfac-nap: cannot read {source}: {err}", file=sys.stderr)
+    return 2
+  params = _design(rate, audio.shape[1], args.ihc_style)
+  try:
+    weights = _load_weights(args.weights, params)
+  except (carfac.WeightsFileError, OSError) as err:
+    print(f"carfac-nap: --weights {args.weights}: {err}", file=sys.stderr)
+    return 2
+  health, gain = _hearing(args, params)
+  if health is not None:
+    weights = carfac.with_ohc_health(weights or carfac.design_and_init_carfac(params, np.float32)[1], health)
+  hop = samples_for_ms(args.hop_ms, rate)
+  frames, centre_frequencies = wav_to_nap_frames(audio * np.float32(gain), params, hop, weights=weights)
+  save_nap_npz(output, frames, centre_frequencies, rate, hop, str(source))
+  print(
+      f"{source}: {audio.shape[0] / rate:.2f} s, {audio.shape[1]} ear(s) -> "
+      f"{output}: {frames.shape[0]} frames x {frames.shape[1]} channels"
+  )
+  return 0
+
+
+def _many_files(args: argparse.Namespace, inputs: list[str], out_dir: Path) -> int:
+  """``carfac-nap INPUT... OUT_DIR``: every file at ``--model-rate``, ``--batch`` at a time (engine.dataset)."""
+  from engine import dataset  # (it imports this module)
+
+  if out_dir.exists() and not out_dir.is_dir():
+    print(f"carfac-nap: {out_dir} is not a folder (several inputs go to OUT_DIR)", file=sys.stderr)
+    return 2
+  try:
+    jobs = dataset.expand_inputs(inputs, out_dir)
+  except (OSError, ValueError) as err:
+    print(f"carfac-nap: {err}", file=sys.stderr)
+    return 2
+  weights = {}
+  for ears in (1, 2):
+    try:
+      weights[ears] = _load_weights(args.weights, _design(args.model_rate, ears, args.ihc_style))
+    except carfac.WeightsFileError as err:  # of the other ear count: files of that count will fail
+      weights[ears] = err
+    except OSError as err:
+      print(f"carfac-nap: --weights {args.weights}: {err}", file=sys.stderr)
+      return 2
+  if args.weights is not None and all(isinstance(w, Exception) for w in weights.values()):
+    print(f"carfac-nap: --weights {args.weights}: {weights[1]}", file=sys.stderr)
+    return 2
+  health, gain = _hearing(args, _design(args.model_rate, 1, args.ihc_style))
+  options = dataset.Options(
+      model_rate=args.model_rate,
+      hop=samples_for_ms(args.hop_ms, args.model_rate),
+      batch=args.batch,
+      shards=args.shards,
+      ihc_style=args.ihc_style,
+      raw_outputs=args.raw,
+      weights={ears: w for ears, w in weights.items() if w is not None and not isinstance(w, Exception)},
+      ohc_health=health,
+      input_gain=gain,
+  )
+  wrong_design = {ears for ears, w in weights.items() if isinstance(w, Exception)}
+  on_progress, close = dataset.progress_bar(len(jobs))
+  started = time.perf_counter()
+  try:
+    summary = dataset.DatasetConverter(options, on_progress, refused_ears=wrong_design).run(jobs, out_dir)
+  finally:
+    close()
+  wall = time.perf_counter() - started
+  print(
+      f"{len(jobs)} inputs -> {out_dir}: {summary.done} done, {summary.skipped} already there, "
+      f"{summary.failed} failed ({out_dir / dataset.MANIFEST}); {summary.audio_seconds:.1f} s of audio in "
+      f"{wall:.1f} s ({summary.audio_seconds / max(wall, 1e-9):.1f}x real time)"
+  )
+  return 1 if summary.failed else 0
+
+
+def _raw_argument(text: str) -> tuple[str, ...]:
+  names = tuple(name.strip() for name in text.split(",") if name.strip())
+  if not names or any(name not in RAW_OUTPUTS for name in names) or len(set(names)) != len(names):
+    raise argparse.ArgumentTypeError(f"{text!r}: distinct names from {', '.join(RAW_OUTPUTS)}")
+  return names
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="carfac-nap", description=__doc__.split("\n\n")[0])
-  parser.add_argument("input", type=Path, help="integer PCM WAV file")
-  parser.add_argument("output", type=Path, help="where to write the .npz")
+  parser.add_argument(
+      "paths",
+      nargs="+",
+      metavar="INPUT",
+      help="IN.wav OUT.npz (one file), or INPUT... OUT_DIR: files, folders, globs and list files (@list or "
+      "*.txt), one OUT_DIR/<name>.npz each",
+  )
   parser.add_argument("--hop-ms", type=float, default=10.0, help="frame hop (default 10 ms)")
   parser.add_argument(
       "--ihc-style", default="two_cap", choices=["just_hwr", "one_cap", "two_cap", "two_cap_with_syn"]
@@ -106,31 +236,23 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument(
       "--weights", type=Path, help="trained weights (carfac.save_weights) of this design: the file's rate, ears and --ihc-style"
   )
+  add_hearing_arguments(parser)
+  many = parser.add_argument_group("several inputs (INPUT... OUT_DIR)")
+  many.add_argument("--model-rate", type=float, default=22050.0, help="every file is resampled to it (default 22050 Hz)")
+  many.add_argument("--batch", type=int, default=32, help="files stepped together per ear count (default 32)")
+  many.add_argument("--shards", type=int, default=None, help="batches run in parallel (default: one per core)")
+  many.add_argument("--raw", type=_raw_argument, default=(), help="also save per-sample outputs: naps, bm")
   args = parser.parse_args(argv)
-  try:
-    audio, rate = read_wav(args.input)
-  except (OSError, wave.Error, ValueError) as err:
-    print(f"carfac-nap: cannot read {args.input}: {err}", file=sys.stderr)
-    return 2
-  params = carfac.CarfacDesignParameters(fs=rate, n_ears=audio.shape[1])
-  for ear in params.ears:
-    ear.ihc.ihc_style = args.ihc_style
-  weights = None
-  if args.weights is not None:
-    hypers, designed, _ = carfac.design_and_init_carfac(params, np.float32)
-    try:
-      weights = carfac.load_weights(args.weights, hypers, like=designed)
-    except (carfac.WeightsFileError, OSError) as err:
-      print(f"carfac-nap: --weights {args.weights}: {err}", file=sys.stderr)
-      return 2
-  hop = samples_for_ms(args.hop_ms, rate)
-  frames, centre_frequencies = wav_to_nap_frames(audio, params, hop, weights=weights)
-  save_nap_npz(args.output, frames, centre_frequencies, rate, hop, str(args.input))
-  print(
-      f"{args.input}: {audio.shape[0] / rate:.2f} s, {audio.shape[1]} ear(s) -> "
-      f"{args.output}: {frames.shape[0]} frames x {frames.shape[1]} channels"
-  )
-  return 0
+  if len(args.paths) < 2:
+    parser.error("give IN.wav OUT.npz, or INPUT... OUT_DIR")
+  *inputs, output = args.paths
+  if len(inputs) == 1 and output.endswith(".npz") and Path(inputs[0]).is_file() and Path(inputs[0]).suffix.lower() not in (".txt", ".lst"):
+    return _one_file(args, Path(inputs[0]), Path(output))
+  cores = os.cpu_count() or 1
+  args.shards = args.shards or max(d for d in range(1, cores + 1) if args.batch % d == 0)
+  if args.batch < 1 or args.batch % args.shards:
+    parser.error(f"--batch ({args.batch}) must be >= 1 and a multiple of --shards ({args.shards})")
+  return _many_files(args, inputs, Path(output))
 
 
 if __name__ == "__main__":

@@ -188,3 +188,9 @@ def test_a_high_frequency_loss_lowers_the_high_channels_only_and_the_level_moves
   louder = mean_nap(audio * np.float32(carfac.input_gain_for_level(hearing.FULL_SCALE_SINE_DB_SPL + 20)), weights)
   growth_db = 20 * np.log10(louder / normal)[(poles > 500) & (poles < 4000)]
   assert 1 < growth_db.min() and growth_db.max() < 10
+
+
+def test_the_command_line_profile_names_are_the_librarys():
+  from engine.hearing_arguments import PROFILE_NAMES
+
+  assert PROFILE_NAMES == tuple(hearing.EXAMPLE_AUDIOGRAMS)
