@@ -194,3 +194,21 @@ def test_the_command_line_profile_names_are_the_librarys():
   from engine.hearing_arguments import PROFILE_NAMES
 
   assert PROFILE_NAMES == tuple(hearing.EXAMPLE_AUDIOGRAMS)
+
+
+def test_a_streams_profile_and_level_travel_with_its_exported_state(design):
+  """What a resume token carries: a stream exported from one pool goes on in another with its own hearing."""
+  hypers, weights, state = design
+  params = carfac.CarfacDesignParameters()
+  first = StreamPool(params, capacity=2, block_size=BLOCK, hop=HOP, per_stream_weights=True)
+  second = StreamPool(params, capacity=2, block_size=BLOCK, hop=HOP, per_stream_weights=True)
+  profile, gain = _profiles(weights, hypers.ears[0].n_ch)[1], 3.0
+  audio = (0.05 * np.random.default_rng(4).standard_normal(6 * BLOCK)).astype(np.float32)
+  slot = first.join(weights=profile, input_gain=gain)
+  frames = [first.step({slot: audio[k * BLOCK : (k + 1) * BLOCK]})[slot].frames for k in range(3)]
+  moved = second.join(resume=first.export_slot(slot))
+  frames += [second.step({moved: audio[k * BLOCK : (k + 1) * BLOCK]})[moved].frames for k in range(3, 6)]
+  want = _offline_frames(gain * audio, hypers, profile, state)
+  np.testing.assert_allclose(np.concatenate(frames), want, rtol=0, atol=5e-6 * np.abs(want).max())
+  with pytest.raises(ValueError, match="keeps its own weights and input gain"):
+    second.join(resume=first.export_slot(slot), input_gain=2.0)
