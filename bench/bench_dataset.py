@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from engine.nap_file import wav_to_nap_frames
 from engine.pool import StreamPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import median_step  # noqa: E402
 from machine import describe  # noqa: E402
 
 MODEL_RATE, HOP, FRAMES_PER_BLOCK = 22050.0, 220, 64
@@ -97,15 +97,7 @@ def bench_one_at_a_time(paths: list[Path], reuse_pool: bool) -> dict:
 def bench_pool(batch: int, shards: int, steps: int = 10) -> dict:
   block = HOP * FRAMES_PER_BLOCK
   pool = StreamPool(carfac.CarfacDesignParameters(fs=MODEL_RATE), batch, block, HOP, shards=shards)
-  slots = [pool.join() for _ in range(batch)]
-  blocks = (0.05 * np.random.default_rng(0).standard_normal((batch, block, 1))).astype(np.float32)
-  times = []
-  for i in range(steps + 2):
-    started = time.perf_counter()
-    pool.step({slot: blocks[slot] for slot in slots})
-    if i >= 2:
-      times.append(time.perf_counter() - started)
-  step = statistics.median(times)
+  step = median_step(pool, [pool.join() for _ in range(batch)], steps)
   return {"batch": batch, "shards": shards, "step_median_s": step, "x_real_time": batch * block / MODEL_RATE / step}
 
 

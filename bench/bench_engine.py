@@ -86,9 +86,10 @@ print(json.dumps({"streams": n_streams, "step_median_ms": 1e3 * sorted(times)[5]
 """
 
 
-def _median_step(pool: StreamPool, slots: list[int], steps: int) -> float:
+def median_step(pool: StreamPool, slots: list[int], steps: int) -> float:
+  """Median wall time of ``pool.step`` with a block of noise for each of ``slots`` (after 3 warm-up steps)."""
   rng = np.random.default_rng(0)
-  blocks = (rng.standard_normal((pool.capacity, BLOCK)) * 1e-2).astype(np.float32)
+  blocks = (rng.standard_normal((pool.capacity, pool.block_size, pool.n_ears)) * 1e-2).astype(np.float32)
   times = []
   for i in range(steps + 3):
     start = time.perf_counter()
@@ -102,7 +103,7 @@ def bench_pool(capacity: int, shards: int, steps: int, ihc_style: str = "two_cap
   params = carfac.CarfacDesignParameters(fs=FS)
   params.ears[0].ihc.ihc_style = ihc_style
   pool = StreamPool(params, capacity, BLOCK, HOP, shards=shards)
-  median = _median_step(pool, [pool.join() for _ in range(capacity)], steps)
+  median = median_step(pool, [pool.join() for _ in range(capacity)], steps)
   return {
       "capacity": capacity,
       "shards": shards,
@@ -121,7 +122,7 @@ def _full_pool_medians(variants: dict[str, dict], shards: int, steps: int, capac
   rounds = {name: [] for name in pools}
   for _ in range(3):
     for name, pool in pools.items():
-      rounds[name].append(_median_step(pool, slots[name], steps))
+      rounds[name].append(median_step(pool, slots[name], steps))
   return {name: statistics.median(times) for name, times in rounds.items()}
 
 
@@ -158,7 +159,7 @@ def bench_load_curve(shards: int, steps: int, capacity: int = 64) -> dict:
   curve, slots = [], []
   for active in sorted({1 << k for k in range(capacity.bit_length())} | {capacity}):
     slots += [pool.join() for _ in range(active - len(slots))]
-    median = _median_step(pool, slots, steps)
+    median = median_step(pool, slots, steps)
     curve.append({
         "active": active,
         "batch_per_shard": [pool.bucket_for(n) for n in pool.shard_streams],
@@ -177,7 +178,7 @@ def bench_load_curve(shards: int, steps: int, capacity: int = 64) -> dict:
 def bench_one_stream(steps: int) -> dict:
   """A capacity-1 pool against ``run_segment_jit`` on the same 256-sample blocks of one stream."""
   pool = StreamPool(carfac.CarfacDesignParameters(fs=FS), 1, BLOCK, HOP)
-  pool_s = _median_step(pool, [pool.join()], steps)
+  pool_s = median_step(pool, [pool.join()], steps)
   hypers, weights, state = carfac.design_and_init_carfac(carfac.CarfacDesignParameters(fs=FS), np.float32)
   block = (np.random.default_rng(0).standard_normal(BLOCK) * 1e-2).astype(np.float32)
   times = []
