@@ -18,6 +18,8 @@ blocks, 10 ms hop (220 samples). Measures
 - per-stream weights: a full 64-slot pool whose streams each carry their
   own weights (``per_stream_weights=True``, hearing profiles) against shared
   weights, 1 shard and one per core (``--weights-only``: just this);
+- block sizes: a full 64-slot pool, one shard per core, with blocks of 256
+  to 14080 samples (``--blocks-only``: just this);
 - cold start: wall time of a fresh process that imports, builds a 64-slot,
   2-shard pool and steps its first block, with JAX's persistent compilation
   cache empty and then warm;
@@ -99,19 +101,28 @@ def median_step(pool: StreamPool, slots: list[int], steps: int) -> float:
   return statistics.median(times)
 
 
-def bench_pool(capacity: int, shards: int, steps: int, ihc_style: str = "two_cap") -> dict:
+def bench_pool(capacity: int, shards: int, steps: int, ihc_style: str = "two_cap", block: int = BLOCK) -> dict:
   params = carfac.CarfacDesignParameters(fs=FS)
   params.ears[0].ihc.ihc_style = ihc_style
-  pool = StreamPool(params, capacity, BLOCK, HOP, shards=shards)
+  pool = StreamPool(params, capacity, block, HOP, shards=shards)
   median = median_step(pool, [pool.join() for _ in range(capacity)], steps)
   return {
       "capacity": capacity,
       "shards": shards,
       "ihc_style": ihc_style,
+      "block": block,
       "step_median_ms": 1e3 * median,
-      "step_fraction_of_block": median / (BLOCK / FS),
-      "aggregate_x_real_time": capacity * BLOCK / FS / median,
+      "step_fraction_of_block": median / (block / FS),
+      "aggregate_x_real_time": capacity * block / FS / median,
   }
+
+
+BLOCK_LADDER = (256, 1024, 4096, 14080)  # 14080: 64 hops of 220, carfac-nap's block
+
+
+def bench_block_sizes(steps: int, shards: int, capacity: int = 64) -> list[dict]:
+  """A full pool's aggregate throughput against the block size: what a step's fixed cost takes at small blocks."""
+  return [bench_pool(capacity, shards, max(3, steps * BLOCK // block), block=block) for block in BLOCK_LADDER]
 
 
 def _full_pool_medians(variants: dict[str, dict], shards: int, steps: int, capacity: int) -> dict[str, float]:
@@ -222,8 +233,12 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument("--pictures-only", action="store_true", help="only the SAI and pitchogram cost")
   parser.add_argument("--weights-only", action="store_true", help="only the cost of per-stream weights")
+  parser.add_argument("--blocks-only", action="store_true", help="only the throughput against the block size")
   args = parser.parse_args()
   cores = os.cpu_count() or 1
+  if args.blocks_only:
+    print(json.dumps({"machine": describe(), "block_sizes": bench_block_sizes(args.steps, cores)}, indent=2))
+    return
   per_stream_weights = [bench_per_stream_weights(s, args.steps) for s in sorted({1, cores})]
   if args.weights_only:
     print(json.dumps({"machine": describe(), "per_stream_weights": per_stream_weights}, indent=2))
@@ -238,6 +253,7 @@ def main() -> None:
       "pool": [bench_pool(c, s, args.steps) for c in (64, 128) for s in (1, 2)],
       "pictures": pictures,
       "per_stream_weights": per_stream_weights,
+      "block_sizes": bench_block_sizes(args.steps, cores),
       "load_curve": [bench_load_curve(s, args.steps) for s in (1, 2)],
       "one_stream": bench_one_stream(args.steps),
       "cold_start": bench_cold_start(),
