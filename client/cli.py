@@ -56,7 +56,7 @@ from client.stream import Session, StreamFailed, joined, resume_token_of, stream
 from engine.file_source import FileSource
 from engine.hearing_arguments import add_hearing_arguments, hearing_request
 from engine.microphone import MicrophoneSource, device_argument
-from engine.nap_file import save_nap_npz
+from engine.nap_format import save_nap_npz
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/stream"
 OUTPUT_CHOICES = ("frames", "pitchogram")

@@ -33,7 +33,7 @@ import numpy as np
 import carfac
 from engine.block_feed import BlockFeed
 from engine.file_source import FileSource
-from engine.nap_file import save_nap_npz
+from engine.nap_format import save_nap_npz
 from engine.pool import StreamPool
 
 MANIFEST = "manifest.jsonl"

@@ -27,6 +27,7 @@ import numpy as np
 import carfac
 from engine.frames import samples_for_ms
 from engine.hearing_arguments import add_hearing_arguments, hearing_request
+from engine.nap_format import save_nap_npz
 from engine.pool import RAW_OUTPUTS, StreamPool
 
 _PCM_DTYPES = {1: np.uint8, 2: np.int16, 4: np.int32}
@@ -56,29 +57,6 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
     wav.setsampwidth(2)
     wav.setframerate(rate)
     wav.writeframes(pcm.tobytes())
-
-
-def save_nap_npz(
-    path, frames: np.ndarray, centre_frequencies, sample_rate: float, hop: int, source: str, **extra
-) -> None:
-  """Writes NAP frames (n, n_ch, n_ears) with what they are, as ``.npz``.
-
-  Keys: ``nap``, ``centre_frequencies_hz``, ``sample_rate_hz`` (the model's),
-  ``hop_samples``, ``source``, plus ``extra`` (e.g. the client's
-  ``dropped_rows``); the one format of ``carfac-nap`` and ``carfac-client``.
-  Not compressed: NAP floats shrink by only ~10% and take ~18x longer to
-  write (measured: 27 vs 1.5 ms for 30 s of frames), which a dataset run
-  would pay per file.
-  """
-  np.savez(
-      path,
-      nap=frames,
-      centre_frequencies_hz=np.asarray(centre_frequencies),
-      sample_rate_hz=sample_rate,
-      hop_samples=hop,
-      source=source,
-      **extra,
-  )
 
 
 def wav_to_nap_frames(

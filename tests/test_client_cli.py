@@ -170,3 +170,11 @@ def test_a_malformed_audiogram_argument_is_a_usage_error(capsys) -> None:
   with pytest.raises(SystemExit) as exited:
     main(["stream", "x.wav", "--out", "x.npz", "--audiogram", "500-10"])
   assert exited.value.code == 2 and "FREQUENCY_HZ:LOSS_DB pairs" in capsys.readouterr().err
+
+
+def test_the_streaming_client_imports_neither_jax_nor_the_model() -> None:
+  """A client that only streams to a server starts without loading JAX (engine/__init__.py's promise)."""
+  probe = "import sys, client.cli; print(sorted(m for m in ('jax', 'carfac', 'engine.pool') if m in sys.modules))"
+  done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == "[]"

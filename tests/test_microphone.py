@@ -15,7 +15,8 @@ import pytest
 
 import carfac
 from audio_harness import CAPTURE_RATE, TONE_HZ, playing_tone, sounddevice  # noqa: F401 (fixture)
-from engine.microphone import MicrophoneSource, list_input_devices, main
+from engine.mic_cli import main
+from engine.microphone import MicrophoneSource, list_input_devices
 from engine.optional_import import MissingAudioBackendError, import_optional
 from engine.pool import BlockResult, StreamPool
 from engine.runner import EngineRunner
