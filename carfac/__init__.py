@@ -14,6 +14,7 @@ from carfac._xla_flags import apply_xla_tuning
 
 apply_xla_tuning()
 
+from carfac._dataclasses import pytree_dataclass
 from carfac.agc import AgcDesignParameters, AgcHypers, AgcState, AgcWeights
 from carfac.batch import agc_period, run_segment_batch
 from carfac.car import CarDesignParameters, CarHypers, CarState, CarWeights
@@ -79,6 +80,7 @@ __all__ = [name for name in dir() if not name.startswith("_") and name[0].isuppe
     "load_weights",
     "ohc_health_from_audiogram",
     "pipeline_carfac_params",
+    "pytree_dataclass",
     "run_pitchogram_frame",
     "run_pitchogram_segment",
     "run_sai_segment",

@@ -56,7 +56,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import carfac
-from carfac._dataclasses import pytree_dataclass
 from engine.frames import max_frames, reduce_to_frames
 
 RAW_OUTPUTS = ("naps", "bm")
@@ -66,7 +65,7 @@ class PoolFullError(RuntimeError):
   """Every slot of the pool is taken."""
 
 
-@pytree_dataclass
+@carfac.pytree_dataclass
 class PoolState:
   """Device state of a shard's slots: model state, hop and unfinished frame."""
 
