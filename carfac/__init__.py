@@ -16,7 +16,7 @@ apply_xla_tuning()
 
 from carfac._dataclasses import pytree_dataclass
 from carfac.agc import AgcDesignParameters, AgcHypers, AgcState, AgcWeights
-from carfac.batch import agc_period, run_segment_batch
+from carfac.batch import agc_period, run_segment_batch, select_streams
 from carfac.car import CarDesignParameters, CarHypers, CarState, CarWeights
 from carfac.carfac import (
     OUTPUT_NAMES,
@@ -92,6 +92,7 @@ __all__ = [name for name in dir() if not name.startswith("_") and name[0].isuppe
     "run_segment_jit",
     "run_segment_outputs",
     "save_weights",
+    "select_streams",
     "vowel_embedding",
     "with_ohc_health",
 ]

@@ -51,9 +51,14 @@ def _validated_batch(input_waves, hypers: CarfacHypers, dtype) -> jax.Array:
   return jnp.asarray(input_waves, dtype).reshape(shape)
 
 
-def _where_due(due: jax.Array, new, old):
-  """Per stream: ``new`` where due (a (n_streams,) bool), else ``old``."""
-  pick = lambda a, b: jnp.where(due.reshape(due.shape + (1,) * (a.ndim - 1)), a, b)
+def select_streams(mask: jax.Array, new, old):
+  """Per stream: ``new`` where ``mask`` (a (n_streams,) bool), else ``old``; leaf by leaf for pytrees.
+
+  Every leaf has the stream axis first. The one select-per-stream of the
+  batch loop (AGC updates of the streams that are due) and of the engine's
+  pool (advancing only the streams that had a block).
+  """
+  pick = lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
   return jax.tree.map(pick, new, old)
 
 
@@ -168,7 +173,7 @@ def run_segment_batch(
       ear_states, due, per_sample = step_all(ear_states, x_t)
       views = jax.lax.cond(
           jnp.any(due),
-          lambda v: _where_due(due, update_all(v), v),
+          lambda v: select_streams(due, update_all(v), v),
           lambda v: v,
           agc_view(ear_states),
       )

@@ -159,10 +159,10 @@ def _shard_step(
       seg["naps"], state.frame_sum, state.frame_count // step, state.hop // step
   )
   frames = frames / step  # reduce_to_frames divided the sums by hop / step
-  keep = lambda new, old: jnp.where(active.reshape(active.shape + (1,) * (new.ndim - 1)), new, old)
+  keep = functools.partial(carfac.select_streams, active)
   new_state = dataclasses.replace(
       state,
-      model=jax.tree.map(keep, model, state.model),
+      model=keep(model, state.model),
       frame_sum=keep(frame_sum, state.frame_sum),
       frame_count=keep(frame_count * step, state.frame_count),
   )
@@ -362,6 +362,10 @@ class StreamPool:
   def bucket_for(self, streams: int) -> int:
     """The compiled batch size that a shard holding ``streams`` streams runs (0 for none)."""
     return 0 if streams == 0 else self.buckets[bisect.bisect_left(self.buckets, streams)]
+
+  def nearest_hop(self, hop: int) -> int:
+    """The hop this pool can run nearest to ``hop`` samples: a multiple of ``frame_granule``, at least ``min_hop``."""
+    return max(self.min_hop, self.frame_granule * round(hop / self.frame_granule))
 
   def _require_in_use(self, slot: int) -> None:
     if slot not in self._where:

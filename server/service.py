@@ -98,8 +98,7 @@ class StreamService:
       pool = self.engine.pool(key)
     except NotReadyError as err:
       raise ProtocolError(ErrorKind.NOT_READY, str(err)) from None
-    granule = pool.frame_granule
-    spec = dataclasses.replace(spec, hop=max(pool.min_hop, granule * round(spec.hop / granule)))
+    spec = dataclasses.replace(spec, hop=pool.nearest_hop(spec.hop))
     s = self.settings
     hearing = stream_hearing.resolve(spec.hearing, pool.centre_frequencies(), pool.n_ears, s.hearing_profiles)
     session = StreamSession(spec, pool, self.metrics, s.send_queue_messages, s.input_queue_blocks, hearing)

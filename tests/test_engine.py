@@ -255,3 +255,11 @@ def test_an_exported_stream_continues_bit_for_bit_in_another_pool_and_a_foreign_
   with pytest.raises(ValueError, match="this pool"):
     binaural.join(resume=here.export_slot(other))
   assert binaural.active_streams == 0
+
+
+def test_nearest_hop_rounds_to_the_granule_and_stops_at_the_minimum() -> None:
+  pool = StreamPool(carfac.CarfacDesignParameters(), capacity=1, block_size=256, hop=220, min_hop=44)
+  assert pool.frame_granule == 4  # gcd(256, 220, 44)
+  assert [pool.nearest_hop(h) for h in (220, 221, 223, 1, 45)] == [220, 220, 224, 44, 44]
+  slot = pool.join(hop=pool.nearest_hop(223))  # a rounded hop is one the pool takes
+  assert pool.step({slot: np.zeros(256, np.float32)})[slot].frames.shape[0] == 1
