@@ -38,7 +38,7 @@ from carfac.carfac import (
 from carfac.ear import EarDesignParameters, EarHypers, EarState, EarWeights
 from carfac import hearing
 from carfac.hearing import input_gain_for_level, ohc_health_from_audiogram, with_ohc_health
-from carfac.ihc import IhcDesignParameters, IhcHypers, IhcState, IhcWeights
+from carfac.ihc import IHC_STYLE_NAMES, IhcDesignParameters, IhcHypers, IhcState, IhcWeights
 from carfac.pitchogram import (
     PipelineFrame,
     PitchogramDesignParameters,

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from carfac import agc, car, ear
+from carfac import agc, car, ear, ihc
 from carfac._dataclasses import default_float_dtype, pytree_dataclass, static_dataclass
 from carfac.time_loop import checkpointed_scan
 
@@ -36,11 +36,16 @@ class CarfacDesignParameters:
   """Design parameters of the whole model: the sample rate and one set per ear.
 
   Edit the per-ear stage parameters in place, e.g.
-  ``params.ears[0].ihc.ihc_style = 'one_cap'``.
+  ``params.ears[0].ihc.ihc_style = 'one_cap'``; ``ihc_style`` (one of
+  ``carfac.IHC_STYLE_NAMES``) sets every ear's at once.
   """
 
   def __init__(
-      self, fs: float = 22050.0, n_ears: int = 1, use_delay_buffer: bool = False
+      self,
+      fs: float = 22050.0,
+      n_ears: int = 1,
+      use_delay_buffer: bool = False,
+      ihc_style: str | None = None,
   ):
     if n_ears < 1:
       raise ValueError(f"n_ears must be >= 1, got {n_ears}")
@@ -51,6 +56,9 @@ class CarfacDesignParameters:
         )
         for _ in range(n_ears)
     ]
+    if ihc_style is not None:
+      for each in self.ears:
+        each.ihc.ihc_style = ihc.check_ihc_style(ihc_style)
 
   @property
   def n_ears(self) -> int:

@@ -22,6 +22,14 @@ import numpy as np
 from carfac._dataclasses import as_leaf, pytree_dataclass, static_dataclass
 
 IHC_STYLES = {"just_hwr": 0, "one_cap": 1, "two_cap": 2, "two_cap_with_syn": 2}
+IHC_STYLE_NAMES = tuple(IHC_STYLES)  # the one list of IHC styles (settings, CLI choices, checks)
+
+
+def check_ihc_style(style: str) -> str:
+  """``style`` if it is one of ``IHC_STYLE_NAMES``, else ``ValueError`` saying which are."""
+  if style not in IHC_STYLES:
+    raise ValueError(f"unknown ihc_style {style!r}; expected one of {sorted(IHC_STYLES)}")
+  return style
 
 
 @dataclasses.dataclass
@@ -139,12 +147,7 @@ def design_and_init_ihc(
     params: IhcDesignParameters, fs: float, n_ch: int, dtype
 ) -> tuple[IhcHypers, IhcWeights, IhcState]:
   """Designs the IHC of one ear and returns its resting state."""
-  if params.ihc_style not in IHC_STYLES:
-    raise ValueError(
-        f"unknown ihc_style {params.ihc_style!r}; expected one of "
-        f"{sorted(IHC_STYLES)}"
-    )
-  style = IHC_STYLES[params.ihc_style]
+  style = IHC_STYLES[check_ihc_style(params.ihc_style)]
   coeffs = {f.name: 0.0 for f in dataclasses.fields(IhcWeights)}
   if style == 1:
     coeffs.update(_one_cap_coefficients(params, fs))

@@ -112,10 +112,7 @@ class Options:
   input_gain: float = 1.0  # a calibrated level for every file
 
   def design(self, ears: int) -> carfac.CarfacDesignParameters:
-    params = carfac.CarfacDesignParameters(fs=self.model_rate, n_ears=ears)
-    for ear in params.ears:
-      ear.ihc.ihc_style = self.ihc_style
-    return params
+    return carfac.CarfacDesignParameters(fs=self.model_rate, n_ears=ears, ihc_style=self.ihc_style)
 
 
 @dataclasses.dataclass

@@ -106,13 +106,6 @@ def _load_weights(path: Path | None, params: carfac.CarfacDesignParameters) -> c
   return carfac.load_weights(path, hypers, like=designed)
 
 
-def _design(rate: float, ears: int, ihc_style: str) -> carfac.CarfacDesignParameters:
-  params = carfac.CarfacDesignParameters(fs=rate, n_ears=ears)
-  for ear in params.ears:
-    ear.ihc.ihc_style = ihc_style
-  return params
-
-
 def _one_file(args: argparse.Namespace, source: Path, output: Path) -> int:
   """``carfac-nap IN.wav OUT.npz``: the model designed at the file's own rate."""
   try:
@@ -120,7 +113,7 @@ def _one_file(args: argparse.Namespace, source: Path, output: Path) -> int:
   except (OSError, wave.Error, ValueError) as err:
     print(f"carfac-nap: cannot read {source}: {err}", file=sys.stderr)
     return 2
-  params = _design(rate, audio.shape[1], args.ihc_style)
+  params = carfac.CarfacDesignParameters(rate, audio.shape[1], ihc_style=args.ihc_style)
   try:
     weights = _load_weights(args.weights, params)
   except (carfac.WeightsFileError, OSError) as err:
@@ -154,7 +147,8 @@ def _many_files(args: argparse.Namespace, inputs: list[str], out_dir: Path) -> i
   weights = {}
   for ears in (1, 2):
     try:
-      weights[ears] = _load_weights(args.weights, _design(args.model_rate, ears, args.ihc_style))
+      params = carfac.CarfacDesignParameters(args.model_rate, ears, ihc_style=args.ihc_style)
+      weights[ears] = _load_weights(args.weights, params)
     except carfac.WeightsFileError as err:  # of the other ear count: files of that count will fail
       weights[ears] = err
     except OSError as err:
@@ -163,7 +157,7 @@ def _many_files(args: argparse.Namespace, inputs: list[str], out_dir: Path) -> i
   if args.weights is not None and all(isinstance(w, Exception) for w in weights.values()):
     print(f"carfac-nap: --weights {args.weights}: {weights[1]}", file=sys.stderr)
     return 2
-  health, gain = _hearing(args, _design(args.model_rate, 1, args.ihc_style))
+  health, gain = _hearing(args, carfac.CarfacDesignParameters(args.model_rate, 1, ihc_style=args.ihc_style))
   options = dataset.Options(
       model_rate=args.model_rate,
       hop=samples_for_ms(args.hop_ms, args.model_rate),
@@ -209,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
   )
   parser.add_argument("--hop-ms", type=float, default=10.0, help="frame hop (default 10 ms)")
   parser.add_argument(
-      "--ihc-style", default="two_cap", choices=["just_hwr", "one_cap", "two_cap", "two_cap_with_syn"]
+      "--ihc-style", default="two_cap", choices=carfac.IHC_STYLE_NAMES
   )
   parser.add_argument(
       "--weights", type=Path, help="trained weights (carfac.save_weights) of this design: the file's rate, ears and --ihc-style"

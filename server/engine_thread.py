@@ -135,10 +135,7 @@ def lane_key(ears: int, pictures: bool = False) -> str:
 
 def design(settings: Settings, ears: int) -> carfac.CarfacDesignParameters:
   """The model design of the pool serving ``ears``-channel clients."""
-  params = carfac.CarfacDesignParameters(fs=settings.model_rate, n_ears=ears)
-  for ear in params.ears:
-    ear.ihc.ihc_style = settings.ihc_style
-  return params
+  return carfac.CarfacDesignParameters(fs=settings.model_rate, n_ears=ears, ihc_style=settings.ihc_style)
 
 
 def served_weights(settings: Settings, ears: int) -> carfac.CarfacWeights | None:

@@ -14,9 +14,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from carfac.ihc import IHC_STYLE_NAMES
 from engine.frames import samples_for_ms
 
-IhcStyle = Literal["just_hwr", "one_cap", "two_cap", "two_cap_with_syn"]
+IhcStyle = Literal[IHC_STYLE_NAMES]  # the model's one list
 
 
 class Settings(BaseSettings):

@@ -156,3 +156,12 @@ def test_full_output_unpacks_in_the_reference_order() -> None:
   syn_w = weights.ears[0].syn
   expected = np.asarray(fibers[..., 0]) @ np.asarray(syn_w.agc_weights) - float(syn_w.spont_sub)
   np.testing.assert_allclose(naps[..., 0], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_ihc_style_sets_every_ear_and_names_the_styles_on_error() -> None:
+  params = carfac.CarfacDesignParameters(n_ears=2, ihc_style="one_cap")
+  assert [ear.ihc.ihc_style for ear in params.ears] == ["one_cap", "one_cap"]
+  assert carfac.CarfacDesignParameters().ears[0].ihc.ihc_style == "two_cap"  # the default stays
+  assert carfac.IHC_STYLE_NAMES == ("just_hwr", "one_cap", "two_cap", "two_cap_with_syn")
+  with pytest.raises(ValueError, match=r"unknown ihc_style 'three_cap'; expected one of \['just_hwr'"):
+    carfac.CarfacDesignParameters(ihc_style="three_cap")
