@@ -38,7 +38,9 @@ from engine.pool import StreamPool
 
 MANIFEST = "manifest.jsonl"
 LIST_SUFFIXES = (".txt", ".lst")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64", ".rf64")
+AUDIO_SUFFIXES = (
+    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64", ".rf64"
+)
 _GLOB_CHARACTERS = set("*?[")
 
 
@@ -107,8 +109,7 @@ class Options:
   shards: int = 1
   ihc_style: str = "two_cap"
   raw_outputs: tuple[str, ...] = ()  # per-sample naps / bm in the outputs too
-  weights: dict[int, carfac.CarfacWeights] = dataclasses.field(default_factory=dict)  # per ear count
-  ohc_health: np.ndarray | None = None  # (n_ch,): a hearing profile for every file (in every ear)
+  weights: dict[int, carfac.CarfacWeights] = dataclasses.field(default_factory=dict)  # per ear count, e.g. a profile
   input_gain: float = 1.0  # a calibrated level for every file
 
   def design(self, ears: int) -> carfac.CarfacDesignParameters:
@@ -205,10 +206,6 @@ class DatasetConverter:
     """The pool for ``ears``-channel files (built, and compiled, on first use)."""
     if ears not in self._pools:
       o = self.options
-      weights = o.weights.get(ears)
-      if o.ohc_health is not None:
-        designed = weights if weights is not None else carfac.design_and_init_carfac(o.design(ears), np.float32)[1]
-        weights = carfac.with_ohc_health(designed, o.ohc_health)
       self._pools[ears] = StreamPool(
           o.design(ears),
           capacity=o.batch,
@@ -216,7 +213,7 @@ class DatasetConverter:
           hop=o.hop,
           raw_outputs=o.raw_outputs,
           shards=o.shards,
-          weights=weights,
+          weights=o.weights.get(ears),
       )
     return self._pools[ears]
 

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 import carfac
+from engine import dataset
 from engine.frames import samples_for_ms
-from engine.hearing_arguments import add_hearing_arguments, hearing_request
+from engine.hearing_arguments import add_hearing_arguments
 from engine.nap_format import save_nap_npz
 from engine.pool import RAW_OUTPUTS, StreamPool
 
@@ -84,26 +85,29 @@ def wav_to_nap_frames(
   return np.concatenate(frames)[: n_samp // hop], pool.centre_frequencies()
 
 
-def _hearing(args: argparse.Namespace, params: carfac.CarfacDesignParameters) -> tuple[np.ndarray | None, float]:
-  """The flags' hearing profile as per-channel health at the design's poles (or None), and the input gain."""
-  request = hearing_request(args) or {}
-  gain = carfac.input_gain_for_level(request["level_db_spl"]) if "level_db_spl" in request else 1.0
-  if "profile" not in request and "audiogram" not in request:
-    return None, gain
-  poles = np.asarray(carfac.design_and_init_carfac(params, np.float32)[0].ears[0].pole_freqs)
-  if "profile" in request:
-    frequencies, losses = carfac.hearing.AUDIOMETRIC_FREQUENCIES_HZ, carfac.hearing.EXAMPLE_AUDIOGRAMS[request["profile"]]
-  else:
-    frequencies, losses = request["audiogram"]["frequencies_hz"], request["audiogram"]["loss_db"]
-  return carfac.ohc_health_from_audiogram(frequencies, losses, poles), gain
+def _profile_health(args: argparse.Namespace, hypers: carfac.CarfacHypers) -> np.ndarray | None:
+  """The flags' hearing profile or audiogram as per-channel health at the design's poles (None: neither)."""
+  poles = np.asarray(hypers.ears[0].pole_freqs)
+  if args.hearing_profile is not None:
+    return carfac.hearing.profile_ohc_health(args.hearing_profile, poles)
+  if args.audiogram is not None:
+    return carfac.ohc_health_from_audiogram(args.audiogram["frequencies_hz"], args.audiogram["loss_db"], poles)
+  return None
 
 
-def _load_weights(path: Path | None, params: carfac.CarfacDesignParameters) -> carfac.CarfacWeights | None:
-  """``--weights`` for this design (raises ``carfac.WeightsFileError``/``OSError``), or None."""
-  if path is None:
+def _input_gain(args: argparse.Namespace) -> float:
+  return 1.0 if args.level_db_spl is None else carfac.input_gain_for_level(args.level_db_spl)
+
+
+def _model_weights(args: argparse.Namespace, params: carfac.CarfacDesignParameters) -> carfac.CarfacWeights | None:
+  """The weights the flags ask for at this design: ``--weights`` (raises ``carfac.WeightsFileError`` or
+  ``OSError``) and/or the hearing profile's health in the designed ones; None for the designed weights."""
+  if args.weights is None and args.hearing_profile is None and args.audiogram is None:
     return None
   hypers, designed, _ = carfac.design_and_init_carfac(params, np.float32)
-  return carfac.load_weights(path, hypers, like=designed)
+  weights = designed if args.weights is None else carfac.load_weights(args.weights, hypers, like=designed)
+  health = _profile_health(args, hypers)
+  return weights if health is None else carfac.with_ohc_health(weights, health)
 
 
 def _one_file(args: argparse.Namespace, source: Path, output: Path) -> int:
@@ -115,15 +119,12 @@ def _one_file(args: argparse.Namespace, source: Path, output: Path) -> int:
     return 2
   params = carfac.CarfacDesignParameters(rate, audio.shape[1], ihc_style=args.ihc_style)
   try:
-    weights = _load_weights(args.weights, params)
+    weights = _model_weights(args, params)
   except (carfac.WeightsFileError, OSError) as err:
     print(f"carfac-nap: --weights {args.weights}: {err}", file=sys.stderr)
     return 2
-  health, gain = _hearing(args, params)
-  if health is not None:
-    weights = carfac.with_ohc_health(weights or carfac.design_and_init_carfac(params, np.float32)[1], health)
   hop = samples_for_ms(args.hop_ms, rate)
-  frames, centre_frequencies = wav_to_nap_frames(audio * np.float32(gain), params, hop, weights=weights)
+  frames, centre_frequencies = wav_to_nap_frames(audio * np.float32(_input_gain(args)), params, hop, weights=weights)
   save_nap_npz(output, frames, centre_frequencies, rate, hop, str(source))
   print(
       f"{source}: {audio.shape[0] / rate:.2f} s, {audio.shape[1]} ear(s) -> "
@@ -134,8 +135,6 @@ def _one_file(args: argparse.Namespace, source: Path, output: Path) -> int:
 
 def _many_files(args: argparse.Namespace, inputs: list[str], out_dir: Path) -> int:
   """``carfac-nap INPUT... OUT_DIR``: every file at ``--model-rate``, ``--batch`` at a time (engine.dataset)."""
-  from engine import dataset  # (it imports this module)
-
   if out_dir.exists() and not out_dir.is_dir():
     print(f"carfac-nap: {out_dir} is not a folder (several inputs go to OUT_DIR)", file=sys.stderr)
     return 2
@@ -148,7 +147,7 @@ def _many_files(args: argparse.Namespace, inputs: list[str], out_dir: Path) -> i
   for ears in (1, 2):
     try:
       params = carfac.CarfacDesignParameters(args.model_rate, ears, ihc_style=args.ihc_style)
-      weights[ears] = _load_weights(args.weights, params)
+      weights[ears] = _model_weights(args, params)
     except carfac.WeightsFileError as err:  # of the other ear count: files of that count will fail
       weights[ears] = err
     except OSError as err:
@@ -157,7 +156,6 @@ def _many_files(args: argparse.Namespace, inputs: list[str], out_dir: Path) -> i
   if args.weights is not None and all(isinstance(w, Exception) for w in weights.values()):
     print(f"carfac-nap: --weights {args.weights}: {weights[1]}", file=sys.stderr)
     return 2
-  health, gain = _hearing(args, carfac.CarfacDesignParameters(args.model_rate, 1, ihc_style=args.ihc_style))
   options = dataset.Options(
       model_rate=args.model_rate,
       hop=samples_for_ms(args.hop_ms, args.model_rate),
@@ -166,8 +164,7 @@ def _many_files(args: argparse.Namespace, inputs: list[str], out_dir: Path) -> i
       ihc_style=args.ihc_style,
       raw_outputs=args.raw,
       weights={ears: w for ears, w in weights.items() if w is not None and not isinstance(w, Exception)},
-      ohc_health=health,
-      input_gain=gain,
+      input_gain=_input_gain(args),
   )
   wrong_design = {ears for ears, w in weights.items() if isinstance(w, Exception)}
   on_progress, close = dataset.progress_bar(len(jobs))
@@ -210,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
   )
   add_hearing_arguments(parser)
   many = parser.add_argument_group("several inputs (INPUT... OUT_DIR)")
-  many.add_argument("--model-rate", type=float, default=22050.0, help="every file is resampled to it (default 22050 Hz)")
+  many.add_argument(
+      "--model-rate", type=float, default=22050.0, help="every file is resampled to it (default 22050 Hz)"
+  )
   many.add_argument("--batch", type=int, default=32, help="files stepped together per ear count (default 32)")
   many.add_argument("--shards", type=int, default=None, help="batches run in parallel (default: one per core)")
   many.add_argument("--raw", type=_raw_argument, default=(), help="also save per-sample outputs: naps, bm")
@@ -218,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
   if len(args.paths) < 2:
     parser.error("give IN.wav OUT.npz, or INPUT... OUT_DIR")
   *inputs, output = args.paths
-  if len(inputs) == 1 and output.endswith(".npz") and Path(inputs[0]).is_file() and Path(inputs[0]).suffix.lower() not in (".txt", ".lst"):
-    return _one_file(args, Path(inputs[0]), Path(output))
+  one = Path(inputs[0])
+  if len(inputs) == 1 and output.endswith(".npz") and one.is_file() and one.suffix.lower() not in dataset.LIST_SUFFIXES:
+    return _one_file(args, one, Path(output))
   cores = os.cpu_count() or 1
   args.shards = args.shards or max(d for d in range(1, cores + 1) if args.batch % d == 0)
   if args.batch < 1 or args.batch % args.shards:

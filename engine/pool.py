@@ -419,11 +419,13 @@ class StreamPool:
       raise ValueError("this pool's streams share its weights (build it with per_stream_weights=True)")
     if not (math.isfinite(input_gain) and input_gain > 0):
       raise ValueError(f"input_gain must be finite and > 0, got {input_gain}")
-    own = start.weights if weights is None else _checked_weights(weights, self.weights)
-    for path, leaf in jax.tree_util.tree_flatten_with_path(own)[0]:
-      if not np.isfinite(np.asarray(leaf)).all():
-        raise ValueError(f"weights leaf {jax.tree_util.keystr(path)} has NaN or Inf values")
-    return dataclasses.replace(start, weights=own, input_gain=jnp.asarray(input_gain, self.dtype))
+    if weights is not None:
+      weights = _checked_weights(weights, self.weights)
+      for path, leaf in jax.tree_util.tree_flatten_with_path(weights)[0]:
+        if not np.isfinite(np.asarray(leaf)).all():
+          raise ValueError(f"weights leaf {jax.tree_util.keystr(path)} has NaN or Inf values")
+      start = dataclasses.replace(start, weights=weights)
+    return dataclasses.replace(start, input_gain=jnp.asarray(input_gain, self.dtype))
 
   def export_slot(self, slot: int) -> SlotState:
     """A copy, on the host, of ``slot``'s whole state (see ``SlotState``), between steps."""

@@ -22,6 +22,7 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+
 import carfac
 from carfac import hearing
 from server.protocol import ErrorKind, HearingMessage, ProtocolError
@@ -80,12 +81,13 @@ def _audiogram_health(frequencies_hz, loss_db, poles: np.ndarray) -> np.ndarray:
 
 
 def _given_health(values, n_ears: int, n_ch: int) -> np.ndarray:
+  """The start's own health values, (n_ch,) or (n_ears, n_ch), checked."""
   nested = bool(values) and isinstance(values[0], list)
   shape = (n_ears, n_ch) if nested else (n_ch,)
-  if nested and (len(values) != n_ears or any(len(ear) != n_ch for ear in values)) or not nested and len(values) != n_ch:
+  fits = len(values) == n_ears and all(len(ear) == n_ch for ear in values) if nested else len(values) == n_ch
+  if not fits:
     raise _invalid(f"ohc_health needs {n_ch} values (one per channel) or {n_ears} lists of {n_ch} (one per ear)")
-  health = _finite_within("ohc_health", values, 0.0, 1.0).reshape(shape)
-  return np.broadcast_to(health, (n_ears, n_ch))
+  return _finite_within("ohc_health", values, 0.0, 1.0).reshape(shape)
 
 
 def resolve(message: HearingMessage | None, poles: np.ndarray, n_ears: int, offered: bool) -> StreamHearing | None:
@@ -101,9 +103,7 @@ def resolve(message: HearingMessage | None, poles: np.ndarray, n_ears: int, offe
   if message.profile is not None:
     if message.profile not in hearing.EXAMPLE_AUDIOGRAMS:
       raise _invalid(f"profile {message.profile!r}: choose from {sorted(hearing.EXAMPLE_AUDIOGRAMS)}")
-    health = carfac.ohc_health_from_audiogram(
-        hearing.AUDIOMETRIC_FREQUENCIES_HZ, hearing.EXAMPLE_AUDIOGRAMS[message.profile], poles
-    )
+    health = hearing.profile_ohc_health(message.profile, poles)
   elif message.audiogram is not None:
     health = _audiogram_health(message.audiogram.frequencies_hz, message.audiogram.loss_db, poles)
   elif message.ohc_health is not None:
