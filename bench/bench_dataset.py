@@ -54,7 +54,9 @@ def write_files(folder: Path, n: int, rate: int, seed: int = 0) -> list[Path]:
 
 
 def bench_dataset(paths: list[Path], out_dir: Path, batch: int, shards: int) -> dict:
-  options = dataset.Options(model_rate=MODEL_RATE, hop=HOP, frames_per_block=FRAMES_PER_BLOCK, batch=batch, shards=shards)
+  options = dataset.Options(
+    model_rate=MODEL_RATE, hop=HOP, frames_per_block=FRAMES_PER_BLOCK, batch=batch, shards=shards
+  )
   converter = dataset.DatasetConverter(options)
   compile_started = time.perf_counter()
   converter.pool(1)  # compiled before the clock starts, as the pool figure below is
@@ -64,11 +66,11 @@ def bench_dataset(paths: list[Path], out_dir: Path, batch: int, shards: int) -> 
   wall = time.perf_counter() - started
   assert summary.done == len(paths) and summary.failed == 0, summary
   return {
-      "files": len(paths),
-      "audio_s": summary.audio_seconds,
-      "wall_s": wall,
-      "compile_s": compile_s,
-      "x_real_time": summary.audio_seconds / wall,
+    "files": len(paths),
+    "audio_s": summary.audio_seconds,
+    "wall_s": wall,
+    "compile_s": compile_s,
+    "x_real_time": summary.audio_seconds / wall,
   }
 
 
@@ -118,17 +120,17 @@ def main() -> None:
     fresh = bench_one_at_a_time(paths[: args.loop_files], reuse_pool=False)
     reused = bench_one_at_a_time(paths[: args.loop_files], reuse_pool=True)
   report = {
-      "machine": describe(),
-      "config": {"files_rate_hz": args.rate, "model_rate_hz": MODEL_RATE, "hop": HOP, "block": HOP * FRAMES_PER_BLOCK},
-      "pool_alone": pool,
-      "dataset": batched,
-      "one_at_a_time_fresh_pool": fresh,
-      "one_at_a_time_reused_pool": reused,
-      "ratios": {
-          "dataset_over_pool_alone": batched["x_real_time"] / pool["x_real_time"],
-          "dataset_over_one_at_a_time_fresh": batched["x_real_time"] / fresh["x_real_time"],
-          "dataset_over_one_at_a_time_reused": batched["x_real_time"] / reused["x_real_time"],
-      },
+    "machine": describe(),
+    "config": {"files_rate_hz": args.rate, "model_rate_hz": MODEL_RATE, "hop": HOP, "block": HOP * FRAMES_PER_BLOCK},
+    "pool_alone": pool,
+    "dataset": batched,
+    "one_at_a_time_fresh_pool": fresh,
+    "one_at_a_time_reused_pool": reused,
+    "ratios": {
+      "dataset_over_pool_alone": batched["x_real_time"] / pool["x_real_time"],
+      "dataset_over_one_at_a_time_fresh": batched["x_real_time"] / fresh["x_real_time"],
+      "dataset_over_one_at_a_time_reused": batched["x_real_time"] / reused["x_real_time"],
+    },
   }
   print(json.dumps(report, indent=2))
 

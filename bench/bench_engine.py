@@ -107,13 +107,13 @@ def bench_pool(capacity: int, shards: int, steps: int, ihc_style: str = "two_cap
   pool = StreamPool(params, capacity, block, HOP, shards=shards)
   median = median_step(pool, [pool.join() for _ in range(capacity)], steps)
   return {
-      "capacity": capacity,
-      "shards": shards,
-      "ihc_style": ihc_style,
-      "block": block,
-      "step_median_ms": 1e3 * median,
-      "step_fraction_of_block": median / (block / FS),
-      "aggregate_x_real_time": capacity * block / FS / median,
+    "capacity": capacity,
+    "shards": shards,
+    "ihc_style": ihc_style,
+    "block": block,
+    "step_median_ms": 1e3 * median,
+    "step_fraction_of_block": median / (block / FS),
+    "aggregate_x_real_time": capacity * block / FS / median,
   }
 
 
@@ -128,7 +128,9 @@ def bench_block_sizes(steps: int, shards: int, capacity: int = 64) -> list[dict]
 def _full_pool_medians(variants: dict[str, dict], shards: int, steps: int, capacity: int) -> dict[str, float]:
   """Median step of a full pool built with each variant's ``StreamPool`` options, measured A B A B."""
   params = carfac.CarfacDesignParameters(fs=FS)
-  pools = {name: StreamPool(params, capacity, BLOCK, HOP, shards=shards, **options) for name, options in variants.items()}
+  pools = {
+    name: StreamPool(params, capacity, BLOCK, HOP, shards=shards, **options) for name, options in variants.items()
+  }
   slots = {name: [pool.join() for _ in range(capacity)] for name, pool in pools.items()}
   rounds = {name: [] for name in pools}
   for _ in range(3):
@@ -140,15 +142,15 @@ def _full_pool_medians(variants: dict[str, dict], shards: int, steps: int, capac
 def bench_pictures(shards: int, steps: int, capacity: int = 64) -> dict:
   """A full pool with the SAI and pitchogram of every stream against the same pool without."""
   medians = _full_pool_medians(
-      {"nap_only": {}, "with_pictures": {"pitchogram": carfac.PitchogramPipelineParams()}}, shards, steps, capacity
+    {"nap_only": {}, "with_pictures": {"pitchogram": carfac.PitchogramPipelineParams()}}, shards, steps, capacity
   )
   return {
-      "capacity": capacity,
-      "shards": shards,
-      **{f"{name}_step_median_ms": 1e3 * t for name, t in medians.items()},
-      "pictures_ms_per_stream": 1e3 * (medians["with_pictures"] - medians["nap_only"]) / capacity,
-      "pictures_extra_over_nap_step": medians["with_pictures"] / medians["nap_only"] - 1,
-      "with_pictures_aggregate_x_real_time": capacity * BLOCK / FS / medians["with_pictures"],
+    "capacity": capacity,
+    "shards": shards,
+    **{f"{name}_step_median_ms": 1e3 * t for name, t in medians.items()},
+    "pictures_ms_per_stream": 1e3 * (medians["with_pictures"] - medians["nap_only"]) / capacity,
+    "pictures_extra_over_nap_step": medians["with_pictures"] / medians["nap_only"] - 1,
+    "with_pictures_aggregate_x_real_time": capacity * BLOCK / FS / medians["with_pictures"],
   }
 
 
@@ -156,10 +158,10 @@ def bench_per_stream_weights(shards: int, steps: int, capacity: int = 64) -> dic
   """A full pool whose streams each carry their own weights (hearing profiles) against shared weights."""
   medians = _full_pool_medians({"shared": {}, "per_stream": {"per_stream_weights": True}}, shards, steps, capacity)
   return {
-      "capacity": capacity,
-      "shards": shards,
-      **{f"{name}_weights_step_median_ms": 1e3 * t for name, t in medians.items()},
-      "per_stream_over_shared": medians["per_stream"] / medians["shared"],
+    "capacity": capacity,
+    "shards": shards,
+    **{f"{name}_weights_step_median_ms": 1e3 * t for name, t in medians.items()},
+    "per_stream_over_shared": medians["per_stream"] / medians["shared"],
   }
 
 
@@ -178,11 +180,11 @@ def bench_load_curve(shards: int, steps: int, capacity: int = 64) -> dict:
         "step_fraction_of_block": median / (BLOCK / FS),
     })  # fmt: skip
   return {
-      "capacity": capacity,
-      "shards": shards,
-      "curve": curve,
-      "measured_step_ms": {size: 1e3 * t for size, t in costs.seconds.items()},
-      "realtime_streams_at_70pct": costs.realtime_streams(pool, 0.7),
+    "capacity": capacity,
+    "shards": shards,
+    "curve": curve,
+    "measured_step_ms": {size: 1e3 * t for size, t in costs.seconds.items()},
+    "realtime_streams_at_70pct": costs.realtime_streams(pool, 0.7),
   }
 
 
@@ -202,9 +204,9 @@ def bench_one_stream(steps: int) -> dict:
       times.append(time.perf_counter() - start)
   jit_s = statistics.median(times)
   return {
-      "capacity_1_pool_ms": 1e3 * pool_s,
-      "run_segment_jit_ms": 1e3 * jit_s,
-      "pool_speed_over_run_segment_jit": jit_s / pool_s,
+    "capacity_1_pool_ms": 1e3 * pool_s,
+    "run_segment_jit_ms": 1e3 * jit_s,
+    "pool_speed_over_run_segment_jit": jit_s / pool_s,
   }
 
 
@@ -222,8 +224,11 @@ def bench_cold_start() -> dict:
 def bench_reference(src: str, n_streams: int = 64) -> dict:
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # the reference as its users run it
   out = subprocess.run(
-      [sys.executable, "-c", _REFERENCE_VMAP, src, str(n_streams), str(BLOCK)],
-      check=True, env=env, capture_output=True, text=True,
+    [sys.executable, "-c", _REFERENCE_VMAP, src, str(n_streams), str(BLOCK)],
+    check=True,
+    env=env,
+    capture_output=True,
+    text=True,
   ).stdout
   return json.loads(out.strip().splitlines()[-1])
 
@@ -248,15 +253,15 @@ def main() -> None:
     print(json.dumps({"machine": describe(), "pictures": pictures}, indent=2))
     return
   report = {
-      "machine": describe(),
-      "config": {"fs": FS, "block": BLOCK, "hop": HOP, "dtype": "float32"},
-      "pool": [bench_pool(c, s, args.steps) for c in (64, 128) for s in (1, 2)],
-      "pictures": pictures,
-      "per_stream_weights": per_stream_weights,
-      "block_sizes": bench_block_sizes(args.steps, cores),
-      "load_curve": [bench_load_curve(s, args.steps) for s in (1, 2)],
-      "one_stream": bench_one_stream(args.steps),
-      "cold_start": bench_cold_start(),
+    "machine": describe(),
+    "config": {"fs": FS, "block": BLOCK, "hop": HOP, "dtype": "float32"},
+    "pool": [bench_pool(c, s, args.steps) for c in (64, 128) for s in (1, 2)],
+    "pictures": pictures,
+    "per_stream_weights": per_stream_weights,
+    "block_sizes": bench_block_sizes(args.steps, cores),
+    "load_curve": [bench_load_curve(s, args.steps) for s in (1, 2)],
+    "one_stream": bench_one_stream(args.steps),
+    "cold_start": bench_cold_start(),
   }
   for load in report["load_curve"]:
     load["one_active_over_capacity_1"] = load["curve"][0]["step_median_ms"] / report["one_stream"]["capacity_1_pool_ms"]
@@ -272,9 +277,9 @@ def main() -> None:
     reference = report["reference_cpp"] = reference_cpp.time_reference(cpp, 10.0, BLOCK, cores)
     per_core = lambda aggregate: aggregate / cores
     report["per_core_one_cap"] = {
-        "pool_x_real_time": per_core(ours["aggregate_x_real_time"]),
-        "cpp_threads_x_real_time": per_core(reference["threads_aggregate_x_real_time"]),
-        "pool_over_cpp": ours["aggregate_x_real_time"] / reference["threads_aggregate_x_real_time"],
+      "pool_x_real_time": per_core(ours["aggregate_x_real_time"]),
+      "cpp_threads_x_real_time": per_core(reference["threads_aggregate_x_real_time"]),
+      "pool_over_cpp": ours["aggregate_x_real_time"] / reference["threads_aggregate_x_real_time"],
     }
   print(json.dumps(report, indent=2))
 

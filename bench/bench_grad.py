@@ -43,14 +43,14 @@ from pathlib import Path
 FS = 22050.0
 CHECKPOINT_EVERY = 64
 OURS = (
-    "by_example",
-    "by_example_checkpointed",
-    "vmap_checkpointed",
-    "batch_checkpointed",
-    "mesh_checkpointed",
-    "threads_checkpointed",
-    "long_plain",
-    "long_checkpointed",
+  "by_example",
+  "by_example_checkpointed",
+  "vmap_checkpointed",
+  "batch_checkpointed",
+  "mesh_checkpointed",
+  "threads_checkpointed",
+  "long_plain",
+  "long_checkpointed",
 )
 
 
@@ -124,7 +124,7 @@ def _ours_batched(case: str, xs) -> dict:
 
     def loss(weights, xs):
       seg, _ = carfac.run_segment_batch(
-          xs, hypers, weights, states, phases_at_zero=True, checkpoint_every=CHECKPOINT_EVERY
+        xs, hypers, weights, states, phases_at_zero=True, checkpoint_every=CHECKPOINT_EVERY
       )
       return jnp.mean((seg["naps"] - 1.0) ** 2)
   else:
@@ -190,9 +190,20 @@ def _in_child(case: str, args) -> dict:
 
     flag = f"--xla_force_host_platform_device_count={available_cores()}"
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flag}".strip()
-  command = [sys.executable, __file__, "--case", case, "--examples", str(args.examples),
-             "--seconds", str(args.seconds), "--long-seconds", str(args.long_seconds),
-             "--reference-examples", str(args.reference_examples)]
+  command = [
+    sys.executable,
+    __file__,
+    "--case",
+    case,
+    "--examples",
+    str(args.examples),
+    "--seconds",
+    str(args.seconds),
+    "--long-seconds",
+    str(args.long_seconds),
+    "--reference-examples",
+    str(args.reference_examples),
+  ]
   if args.reference_src:
     command += ["--reference-src", args.reference_src]
   out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
@@ -220,17 +231,25 @@ def main() -> None:
     cases.append("reference_by_example")
   results = {case: _in_child(case, args) for case in cases}
   report = {
-      "machine": describe(),
-      "config": {"fs": FS, "n_ch": 71, "dtype": "float32", "linear_car": False,
-                 "checkpoint_every": CHECKPOINT_EVERY, "examples": args.examples,
-                 "seconds": args.seconds, "long_seconds": args.long_seconds},
-      "cases": results,
+    "machine": describe(),
+    "config": {
+      "fs": FS,
+      "n_ch": 71,
+      "dtype": "float32",
+      "linear_car": False,
+      "checkpoint_every": CHECKPOINT_EVERY,
+      "examples": args.examples,
+      "seconds": args.seconds,
+      "long_seconds": args.long_seconds,
+    },
+    "cases": results,
   }
   reference = results.get("reference_by_example")
   if reference:
     report["throughput_over_reference"] = {
-        case: r["example_seconds_per_second"] / reference["example_seconds_per_second"]
-        for case, r in results.items() if case != "reference_by_example"
+      case: r["example_seconds_per_second"] / reference["example_seconds_per_second"]
+      for case, r in results.items()
+      if case != "reference_by_example"
     }
   print(json.dumps(report, indent=2))
 

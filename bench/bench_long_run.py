@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -136,7 +136,7 @@ class _Source:
   channels = 1
 
   def __init__(
-      self, chunks: Iterator[np.ndarray], rate: float, offline: OfflineFrames, compare: Comparison, rss_every: int
+    self, chunks: Iterator[np.ndarray], rate: float, offline: OfflineFrames, compare: Comparison, rss_every: int
   ):
     self.sample_rate = rate
     self._chunks, self._offline, self._compare = chunks, offline, compare
@@ -160,7 +160,7 @@ class _Source:
 
 
 def long_run(
-    seconds: float, rate: float = MODEL_RATE, chunk_s: float = 0.1, rss_every_s: float = 60.0, seed: int = 0
+  seconds: float, rate: float = MODEL_RATE, chunk_s: float = 0.1, rss_every_s: float = 60.0, seed: int = 0
 ) -> dict:
   """Streams ``seconds`` of audio at ``rate`` through the engine and the offline model; the figures."""
   params = carfac.CarfacDesignParameters(fs=MODEL_RATE)
@@ -185,22 +185,22 @@ def long_run(
   wall = time.perf_counter() - started
   source.rss.append(rss_bytes())
   return {
-      "audio_seconds": seconds,
-      "client_rate": rate,
-      "model_rate": MODEL_RATE,
-      "block": BLOCK,
-      "hop": HOP,
-      "frames": engine_frames,
-      "offline_frames": offline.samples // HOP,
-      "compared_frames": compare.compared,
-      "nonfinite_frames": compare.nonfinite,
-      "max_error": compare.max_diff / compare.peak,
-      "error_by_window": [d / compare.peak for d in compare.window_diffs],
-      "x_real_time": seconds / engine_s,
-      "wall_s": wall,
-      "rss_every_s": rss_every_s,
-      "rss_mib": [round(r / 2**20, 1) for r in source.rss],
-      "rss_growth_mib": round((source.rss[-1] - source.rss[0]) / 2**20, 1),
+    "audio_seconds": seconds,
+    "client_rate": rate,
+    "model_rate": MODEL_RATE,
+    "block": BLOCK,
+    "hop": HOP,
+    "frames": engine_frames,
+    "offline_frames": offline.samples // HOP,
+    "compared_frames": compare.compared,
+    "nonfinite_frames": compare.nonfinite,
+    "max_error": compare.max_diff / compare.peak,
+    "error_by_window": [d / compare.peak for d in compare.window_diffs],
+    "x_real_time": seconds / engine_s,
+    "wall_s": wall,
+    "rss_every_s": rss_every_s,
+    "rss_mib": [round(r / 2**20, 1) for r in source.rss],
+    "rss_growth_mib": round((source.rss[-1] - source.rss[0]) / 2**20, 1),
   }
 
 

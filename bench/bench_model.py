@@ -32,8 +32,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import numpy as np
@@ -74,10 +74,10 @@ def _summary(offline_s: float, seconds: float, block_times: list[float]) -> dict
   block_s = BLOCK / FS
   ordered = sorted(block_times)
   return {
-      "offline_x_real_time": seconds / offline_s,
-      "block_median_ms": 1e3 * statistics.median(ordered),
-      "block_p99_ms": 1e3 * ordered[int(0.99 * (len(ordered) - 1))],
-      "block_median_fraction_of_duration": statistics.median(ordered) / block_s,
+    "offline_x_real_time": seconds / offline_s,
+    "block_median_ms": 1e3 * statistics.median(ordered),
+    "block_p99_ms": 1e3 * ordered[int(0.99 * (len(ordered) - 1))],
+    "block_median_fraction_of_duration": statistics.median(ordered) / block_s,
   }
 
 
@@ -88,8 +88,8 @@ def bench_ours(x: np.ndarray, blocks: np.ndarray, ihc_style: str = "two_cap") ->
   fresh = lambda: carfac.design_and_init_carfac(params, np.float32)[2]
   full = _best_time(lambda: carfac.run_segment_jit(x, hypers, weights, fresh()))
   naps_only = jax.jit(
-      lambda x, s: carfac.run_segment_outputs(x, hypers, weights, s, outputs=("naps",)),
-      donate_argnums=1,
+    lambda x, s: carfac.run_segment_outputs(x, hypers, weights, s, outputs=("naps",)),
+    donate_argnums=1,
   )
   nap_time = _best_time(lambda: naps_only(x, fresh()))
   step = lambda block, state: carfac.run_segment_jit(block, hypers, weights, state).state
@@ -141,10 +141,17 @@ def main() -> None:
     print(json.dumps(bench_reference(Path(args.reference_only), x, blocks)))
     return
   report = {
-      "machine": describe(),
-      "config": {"fs": FS, "n_ch": 71, "ears": 1, "dtype": "float32", "block": BLOCK,
-                 "seconds": args.seconds, "jax": jax.__version__},
-      "ours": bench_ours(x, blocks),
+    "machine": describe(),
+    "config": {
+      "fs": FS,
+      "n_ch": 71,
+      "ears": 1,
+      "dtype": "float32",
+      "block": BLOCK,
+      "seconds": args.seconds,
+      "jax": jax.__version__,
+    },
+    "ours": bench_ours(x, blocks),
   }
   src = os.environ.get("CARFAC_REFERENCE_SRC")
   if src:
@@ -152,9 +159,9 @@ def main() -> None:
     report["reference"] = reference
     report["reference_with_our_xla_flags"] = reference_in_child(src, args.seconds, our_flags=True)
     report["ratios"] = {
-        "offline_speedup": report["ours"]["offline_x_real_time"] / reference["offline_x_real_time"],
-        "offline_naps_only_speedup": report["ours"]["offline_naps_only_x_real_time"] / reference["offline_x_real_time"],
-        "block_median_speedup": reference["block_median_ms"] / report["ours"]["block_median_ms"],
+      "offline_speedup": report["ours"]["offline_x_real_time"] / reference["offline_x_real_time"],
+      "offline_naps_only_speedup": report["ours"]["offline_naps_only_x_real_time"] / reference["offline_x_real_time"],
+      "block_median_speedup": reference["block_median_ms"] / report["ours"]["block_median_ms"],
     }
   cpp = reference_cpp.checkout()
   if cpp:
@@ -162,8 +169,8 @@ def main() -> None:
     threads = os.cpu_count() or 1
     reference = report["reference_cpp"] = reference_cpp.time_reference(cpp, args.seconds, BLOCK, threads)
     report["ratios_one_cap_over_cpp"] = {
-        "offline_naps_only_speed": ours["offline_naps_only_x_real_time"] / reference["offline_x_real_time"],
-        "block_median_speed": reference["block_median_ms"] / ours["block_median_ms"],
+      "offline_naps_only_speed": ours["offline_naps_only_x_real_time"] / reference["offline_x_real_time"],
+      "block_median_speed": reference["block_median_ms"] / ours["block_median_ms"],
     }
   print(json.dumps(report, indent=2))
 

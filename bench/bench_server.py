@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import collections
 import contextlib
 import json
 import math
-import bisect
 import os
 import shutil
 import signal
@@ -79,7 +79,7 @@ RESUME_KEY = "bench-rolling-restart"
 
 
 def _start_server(
-    clients: int | None, channels: int, extra: list[str], env_extra: dict[str, str] | None = None
+  clients: int | None, channels: int, extra: list[str], env_extra: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen, str]:
   """``python -m server`` with one pool of ``clients`` streams (None: the defaults); returns it and its URL."""
   port = _free_port()
@@ -293,44 +293,44 @@ async def _bench(args: argparse.Namespace, url: str) -> dict:
     signalled = await restart
     after = latencies[(timed[:, 0] >= signalled) & (timed[:, 0] < signalled + 5.0)]
     report_restart = {
-        "at_s": round(signalled - t0, 2),
-        "streams_resumed": sum(c.resumed for c in clients),
-        "frames_received_twice": sum(c.repeated for c in clients),
-        "latency_ms_in_5_s_after": {
-            "frames": int(len(after)),
-            "p50": float(np.percentile(after, 50)),
-            "p99": float(np.percentile(after, 99)),
-            "max": float(after.max()),
-        },
+      "at_s": round(signalled - t0, 2),
+      "streams_resumed": sum(c.resumed for c in clients),
+      "frames_received_twice": sum(c.repeated for c in clients),
+      "latency_ms_in_5_s_after": {
+        "frames": int(len(after)),
+        "p50": float(np.percentile(after, 50)),
+        "p99": float(np.percentile(after, 99)),
+        "max": float(after.max()),
+      },
     }
   return {
-      "clients": args.clients,
-      "seconds": args.seconds,
-      "rate_hz": args.rate,
-      "chunk_ms": args.chunk_ms,
-      "hop_ms": args.hop_ms,
-      "server_args": args.server_args,
-      "streams_ended_with_error": dict(errors),
-      "frames_received": received,
-      "frames_expected": expected,
-      "frames_lost": expected - received,
-      "dropped_reported": sum(c.dropped for c in clients),
-      "latency_ms": {
-          "p50": float(np.percentile(latencies, 50)),
-          "p90": float(np.percentile(latencies, 90)),
-          "p99": float(np.percentile(latencies, 99)),
-          "max": float(latencies.max()),
-      },
-      "engine_steps_per_s": steps / wall,
-      "engine_step_mean_ms": 1000 * (steps_after["sum"] - steps_before["sum"]) / steps,
-      "cpu_cores": {
-          "server": None if cpu_server is None else (_cpu_seconds(args.server_pid) - cpu_server) / wall,
-          "clients": (time.process_time() - cpu_self) / wall,
-      },
-      "one_more_client": None if one_more is None else await one_more,
-      "rolling_restart": report_restart,
-      "machine": describe(),
-      "load_average_1m": [load_before, os.getloadavg()[0]],  # other work on the machine shows here
+    "clients": args.clients,
+    "seconds": args.seconds,
+    "rate_hz": args.rate,
+    "chunk_ms": args.chunk_ms,
+    "hop_ms": args.hop_ms,
+    "server_args": args.server_args,
+    "streams_ended_with_error": dict(errors),
+    "frames_received": received,
+    "frames_expected": expected,
+    "frames_lost": expected - received,
+    "dropped_reported": sum(c.dropped for c in clients),
+    "latency_ms": {
+      "p50": float(np.percentile(latencies, 50)),
+      "p90": float(np.percentile(latencies, 90)),
+      "p99": float(np.percentile(latencies, 99)),
+      "max": float(latencies.max()),
+    },
+    "engine_steps_per_s": steps / wall,
+    "engine_step_mean_ms": 1000 * (steps_after["sum"] - steps_before["sum"]) / steps,
+    "cpu_cores": {
+      "server": None if cpu_server is None else (_cpu_seconds(args.server_pid) - cpu_server) / wall,
+      "clients": (time.process_time() - cpu_self) / wall,
+    },
+    "one_more_client": None if one_more is None else await one_more,
+    "rolling_restart": report_restart,
+    "machine": describe(),
+    "load_average_1m": [load_before, os.getloadavg()[0]],  # other work on the machine shows here
   }
 
 

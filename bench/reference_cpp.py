@@ -37,11 +37,14 @@ def time_reference(root: Path, seconds: float, block: int, threads: int) -> dict
   with tempfile.TemporaryDirectory() as build:
     binary = Path(build) / "reference_cpp_timer"
     subprocess.run(
-        ["g++", *FLAGS, f"-I{cpp}", f"-I{EIGEN}", str(TIMER), *(str(cpp / s) for s in SOURCES), "-o", str(binary)],
-        check=True, capture_output=True, text=True,
+      ["g++", *FLAGS, f"-I{cpp}", f"-I{EIGEN}", str(TIMER), *(str(cpp / s) for s in SOURCES), "-o", str(binary)],
+      check=True,
+      capture_output=True,
+      text=True,
     )
-    out = subprocess.run([str(binary), str(seconds), str(block), str(threads)],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+      [str(binary), str(seconds), str(block), str(threads)], check=True, capture_output=True, text=True
+    ).stdout
   result = json.loads(out)
   result["build"] = " ".join(("g++", *FLAGS))
   result["design"] = "C++ defaults at 22050 Hz: one_cap IHC, float, NAP only"

@@ -45,9 +45,7 @@ def static_dataclass(cls: type[T]) -> type[T]:
   def key(self) -> tuple:
     cached = self.__dict__.get("_key")
     if cached is None:
-      cached = tuple(
-          _hash_key(getattr(self, f.name)) for f in dataclasses.fields(self)
-      )
+      cached = tuple(_hash_key(getattr(self, f.name)) for f in dataclasses.fields(self))
       object.__setattr__(self, "_key", cached)
     return cached
 
@@ -67,9 +65,7 @@ def pytree_dataclass(cls: type[T]) -> type[T]:
   """Makes ``cls`` a dataclass whose fields are all pytree children."""
   cls = dataclasses.dataclass(cls)
   names = [f.name for f in dataclasses.fields(cls)]
-  return jax.tree_util.register_dataclass(
-      cls, data_fields=names, meta_fields=[]
-  )
+  return jax.tree_util.register_dataclass(cls, data_fields=names, meta_fields=[])
 
 
 def default_float_dtype() -> np.dtype:

@@ -61,10 +61,10 @@ def apply_xla_tuning() -> None:
     return
   if _backends_started():
     warnings.warn(
-        "JAX was used before `import carfac`, so XLA:CPU will run CARFAC's time "
-        "loop as separate kernels (about 3x slower on CPU). Import carfac first, "
-        f"or set XLA_FLAGS='{tuned}'.",
-        stacklevel=3,
+      "JAX was used before `import carfac`, so XLA:CPU will run CARFAC's time "
+      "loop as separate kernels (about 3x slower on CPU). Import carfac first, "
+      f"or set XLA_FLAGS='{tuned}'.",
+      stacklevel=3,
     )
     return
   os.environ["XLA_FLAGS"] = tuned

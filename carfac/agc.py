@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,16 +34,14 @@ class AgcDesignParameters:
   """User-set AGC parameters; per-stage sequences have ``n_stages`` entries."""
 
   n_stages: int = 4
-  time_constants: np.ndarray = dataclasses.field(
-      default_factory=lambda: 0.002 * 4 ** np.arange(4)
-  )  # seconds
+  time_constants: np.ndarray = dataclasses.field(default_factory=lambda: 0.002 * 4 ** np.arange(4))  # seconds
   agc_stage_gain: float = 2.0  # gain from each stage to the next faster one
   decimation: tuple[int, ...] = (8, 2, 2, 2)
   agc1_scales: np.ndarray = dataclasses.field(
-      default_factory=lambda: 1.0 * np.sqrt(2) ** np.arange(4)
+    default_factory=lambda: 1.0 * np.sqrt(2) ** np.arange(4)
   )  # spatial spread towards the apex, in channels
   agc2_scales: np.ndarray = dataclasses.field(
-      default_factory=lambda: 1.65 * math.sqrt(2) ** np.arange(4)
+    default_factory=lambda: 1.65 * math.sqrt(2) ** np.arange(4)
   )  # spread towards the base
   agc_mix_coeffs: float = 0.5  # binaural mixing
 
@@ -79,9 +77,7 @@ class AgcState:
   input_accum: jax.Array  # (n_ch,)
 
 
-def design_fir_coeffs(
-    n_taps: int, delay_variance: float, mean_delay: float, n_iter: int
-) -> tuple[list[float], bool]:
+def design_fir_coeffs(n_taps: int, delay_variance: float, mean_delay: float, n_iter: int) -> tuple[list[float], bool]:
   """Spatial FIR matching a target spread (variance) and delay (mean).
 
   Moment matching, per iteration: [a, 1-a-b, b] for 3 taps, or
@@ -115,8 +111,7 @@ def _search_fir(spread_sq: float, delay: float) -> tuple[list[float], int, int]:
     if ok:
       return fir, 5, n_iter
   raise ValueError(
-      "AGC spatial smoothing needs more than "
-      f"{_MAX_SPATIAL_ITERATIONS} iterations; use less spread or decimation"
+    f"AGC spatial smoothing needs more than {_MAX_SPATIAL_ITERATIONS} iterations; use less spread or decimation"
   )
 
 
@@ -130,7 +125,7 @@ def _validate(params: AgcDesignParameters) -> None:
 
 
 def design_and_init_agc(
-    params: AgcDesignParameters, fs: float, n_ch: int, dtype
+  params: AgcDesignParameters, fs: float, n_ch: int, dtype
 ) -> tuple[tuple[AgcHypers, ...], list[AgcWeights], list[AgcState]]:
   """Designs every AGC stage of one ear and returns their zero state."""
   _validate(params)
@@ -143,42 +138,37 @@ def design_and_init_agc(
     decim = decim * params.decimation[stage]
     ntimes = tau * (fs / decim)  # smoothing updates per time constant
     delay = (params.agc2_scales[stage] - params.agc1_scales[stage]) / ntimes
-    spread_sq = (
-        params.agc1_scales[stage] ** 2 + params.agc2_scales[stage] ** 2
-    ) / ntimes
+    spread_sq = (params.agc1_scales[stage] ** 2 + params.agc2_scales[stage] ** 2) / ntimes
     fir, n_taps, n_iter = _search_fir(spread_sq, delay)
     total_dc_gain = total_dc_gain + params.agc_stage_gain**stage
     mix = 0.0 if stage == 0 else params.agc_mix_coeffs / ntimes
     hypers.append(
-        AgcHypers(
-            n_ch=n_ch,
-            n_agc_stages=n_stages,
-            decimation=int(params.decimation[stage]),
-            agc_spatial_iterations=n_iter,
-            agc_spatial_n_taps=n_taps,
-        )
+      AgcHypers(
+        n_ch=n_ch,
+        n_agc_stages=n_stages,
+        decimation=int(params.decimation[stage]),
+        agc_spatial_iterations=n_iter,
+        agc_spatial_n_taps=n_taps,
+      )
     )
     weights.append(
-        dict(
-            agc_epsilon=1 - math.exp(-decim / (tau * fs)),
-            agc_stage_gain=params.agc_stage_gain,
-            agc_spatial_fir=fir,
-            detect_scale=1.0,
-            agc_mix_coeffs=mix,
-        )
+      dict(
+        agc_epsilon=1 - math.exp(-decim / (tau * fs)),
+        agc_stage_gain=params.agc_stage_gain,
+        agc_spatial_fir=fir,
+        detect_scale=1.0,
+        agc_mix_coeffs=mix,
+      )
     )
     states.append(
-        AgcState(
-            decim_phase=jnp.asarray(0, jnp.int32),
-            agc_memory=as_leaf(np.zeros(n_ch), dtype),
-            input_accum=as_leaf(np.zeros(n_ch), dtype),
-        )
+      AgcState(
+        decim_phase=jnp.asarray(0, jnp.int32),
+        agc_memory=as_leaf(np.zeros(n_ch), dtype),
+        input_accum=as_leaf(np.zeros(n_ch), dtype),
+      )
     )
   weights[0]["detect_scale"] = 1 / total_dc_gain
-  weights = [
-      AgcWeights(**{k: as_leaf(v, dtype) for k, v in w.items()})
-      for w in weights
-  ]
+  weights = [AgcWeights(**{k: as_leaf(v, dtype) for k, v in w.items()}) for w in weights]
   return tuple(hypers), weights, states
 
 
@@ -195,33 +185,27 @@ def _shift_towards_base(m: jax.Array, k: int) -> jax.Array:
   return jnp.concatenate([m[k:], m[::-1][:k]])
 
 
-def spatial_smooth(
-    hypers: AgcHypers, weights: AgcWeights, memory: jax.Array
-) -> jax.Array:
+def spatial_smooth(hypers: AgcHypers, weights: AgcWeights, memory: jax.Array) -> jax.Array:
   """Applies the stage's spatial FIR ``agc_spatial_iterations`` times."""
   f0, f1, f2 = (weights.agc_spatial_fir[i] for i in range(3))
   m = memory
   for _ in range(hypers.agc_spatial_iterations):
     if hypers.agc_spatial_n_taps == 3:
-      m = (
-          f0 * _shift_towards_apex(m, 1)
-          + f1 * m
-          + f2 * _shift_towards_base(m, 1)
-      )
+      m = f0 * _shift_towards_apex(m, 1) + f1 * m + f2 * _shift_towards_base(m, 1)
     else:
       m = (
-          f0 * (_shift_towards_apex(m, 2) + _shift_towards_apex(m, 1))
-          + f1 * m
-          + f2 * (_shift_towards_base(m, 1) + _shift_towards_base(m, 2))
+        f0 * (_shift_towards_apex(m, 2) + _shift_towards_apex(m, 1))
+        + f1 * m
+        + f2 * (_shift_towards_base(m, 1) + _shift_towards_base(m, 2))
       )
   return m
 
 
 def accumulate_input(
-    detects: jax.Array,
-    hypers: Sequence[AgcHypers],
-    weights: Sequence[AgcWeights],
-    states: list[AgcState],
+  detects: jax.Array,
+  hypers: Sequence[AgcHypers],
+  weights: Sequence[AgcWeights],
+  states: list[AgcState],
 ) -> tuple[jax.Array, list[AgcState]]:
   """Adds one sample's NAP to stage 0; returns (stage 0 updates now, states).
 
@@ -231,18 +215,18 @@ def accumulate_input(
   s0 = states[0]
   phase = (s0.decim_phase + 1) % hypers[0].decimation
   s0 = AgcState(
-      decim_phase=phase,
-      agc_memory=s0.agc_memory,
-      input_accum=s0.input_accum + weights[0].detect_scale * detects,
+    decim_phase=phase,
+    agc_memory=s0.agc_memory,
+    input_accum=s0.input_accum + weights[0].detect_scale * detects,
   )
   return phase == 0, [s0, *states[1:]]
 
 
 def update_stages(
-    hypers: Sequence[AgcHypers],
-    weights: Sequence[AgcWeights],
-    states: list[AgcState],
-    n_firing: int | None = None,
+  hypers: Sequence[AgcHypers],
+  weights: Sequence[AgcWeights],
+  states: list[AgcState],
+  n_firing: int | None = None,
 ) -> list[AgcState]:
   """The decimated update, starting at stage 0 (whose phase just wrapped).
 
@@ -261,9 +245,9 @@ def update_stages(
       nxt = states[stage + 1]
       nxt_phase = (nxt.decim_phase + 1) % hypers[stage + 1].decimation
       states[stage + 1] = AgcState(
-          decim_phase=nxt_phase,
-          agc_memory=nxt.agc_memory,
-          input_accum=nxt.input_accum + stage_in,
+        decim_phase=nxt_phase,
+        agc_memory=nxt.agc_memory,
+        input_accum=nxt.input_accum + stage_in,
       )
       if n_firing is not None:
         if stage + 1 < n_firing:
@@ -271,15 +255,13 @@ def update_stages(
       elif hypers[stage + 1].decimation == 1:
         states = fire(stage + 1, states)
       else:
-        states = jax.lax.cond(
-            nxt_phase == 0, lambda s: fire(stage + 1, s), list, states
-        )
+        states = jax.lax.cond(nxt_phase == 0, lambda s: fire(stage + 1, s), list, states)
       stage_in = stage_in + w.agc_stage_gain * states[stage + 1].agc_memory
     memory = st.agc_memory + w.agc_epsilon * (stage_in - st.agc_memory)
     states[stage] = AgcState(
-        decim_phase=st.decim_phase,
-        agc_memory=spatial_smooth(hypers[stage], w, memory),
-        input_accum=jnp.zeros_like(st.input_accum),
+      decim_phase=st.decim_phase,
+      agc_memory=spatial_smooth(hypers[stage], w, memory),
+      input_accum=jnp.zeros_like(st.input_accum),
     )
     return states
 
@@ -300,14 +282,12 @@ def firing_schedule(hypers: Sequence[AgcHypers]) -> tuple[int, ...]:
 
 
 def agc_step(
-    detects: jax.Array,
-    hypers: Sequence[AgcHypers],
-    weights: Sequence[AgcWeights],
-    states: list[AgcState],
+  detects: jax.Array,
+  hypers: Sequence[AgcHypers],
+  weights: Sequence[AgcWeights],
+  states: list[AgcState],
 ) -> tuple[jax.Array, list[AgcState]]:
   """One input sample of the AGC of one ear; returns (updated, new states)."""
   updated, states = accumulate_input(detects, hypers, weights, states)
-  states = jax.lax.cond(
-      updated, lambda s: update_stages(hypers, weights, s), list, states
-  )
+  states = jax.lax.cond(updated, lambda s: update_stages(hypers, weights, s), list, states)
   return updated, states

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -23,17 +23,17 @@ import numpy as np
 
 from carfac import agc
 from carfac.carfac import (
-    CarfacHypers,
-    CarfacState,
-    CarfacWeights,
-    _checked_outputs,
-    _open_loop_states,
-    agc_view,
-    ears_step,
-    merge_agc_view,
-    require_float_input,
-    state_dtype,
-    update_agc,
+  CarfacHypers,
+  CarfacState,
+  CarfacWeights,
+  _checked_outputs,
+  _open_loop_states,
+  agc_view,
+  ears_step,
+  merge_agc_view,
+  require_float_input,
+  state_dtype,
+  update_agc,
 )
 from carfac.time_loop import checkpointed_scan
 
@@ -45,9 +45,7 @@ def _validated_batch(input_waves, hypers: CarfacHypers, dtype) -> jax.Array:
   if len(shape) == 2 and hypers.n_ears == 1:
     shape = shape + (1,)
   if len(shape) != 3 or shape[2] != hypers.n_ears:
-    raise ValueError(
-        f"input_waves must have shape (n_streams, n_samp, {hypers.n_ears}), got {np.shape(input_waves)}"
-    )
+    raise ValueError(f"input_waves must have shape (n_streams, n_samp, {hypers.n_ears}), got {np.shape(input_waves)}")
   return jnp.asarray(input_waves, dtype).reshape(shape)
 
 
@@ -89,9 +87,7 @@ def _summing_scan(step, states, xs, sum_every: int, checkpoint_every: int | None
     (states, sums), _ = jax.lax.scan(summing_step, (states, zeros), x_group)
     return states, sums
 
-  return checkpointed_scan(
-      group_step, states, groups, _groups_per_chunk(checkpoint_every, sum_every)
-  )
+  return checkpointed_scan(group_step, states, groups, _groups_per_chunk(checkpoint_every, sum_every))
 
 
 def agc_period(hypers: CarfacHypers) -> int:
@@ -105,16 +101,16 @@ def _all_phases_at_zero(states: CarfacState) -> jax.Array:
 
 
 def run_segment_batch(
-    input_waves: jax.Array,
-    hypers: CarfacHypers,
-    weights: CarfacWeights,
-    states: CarfacState,
-    open_loop: bool = False,
-    outputs: Sequence[str] = ("naps",),
-    sum_every: int = 1,
-    phases_at_zero: bool | None = None,
-    checkpoint_every: int | None = None,
-    weights_per_stream: bool = False,
+  input_waves: jax.Array,
+  hypers: CarfacHypers,
+  weights: CarfacWeights,
+  states: CarfacState,
+  open_loop: bool = False,
+  outputs: Sequence[str] = ("naps",),
+  sum_every: int = 1,
+  phases_at_zero: bool | None = None,
+  checkpoint_every: int | None = None,
+  weights_per_stream: bool = False,
 ) -> tuple[dict[str, jax.Array], CarfacState]:
   """Runs a batch of independent streams sharing ``hypers`` (and ``weights``, unless per stream).
 
@@ -157,25 +153,23 @@ def run_segment_batch(
   if open_loop:
     ear_states = _open_loop_states(ear_states)
   weights_axis = 0 if weights_per_stream else None
-  step_all = jax.vmap(
-      lambda w, s, x_t: ears_step(hypers, w, s, x_t, outputs), in_axes=(weights_axis, 0, 0)
-  )
+  step_all = jax.vmap(lambda w, s, x_t: ears_step(hypers, w, s, x_t, outputs), in_axes=(weights_axis, 0, 0))
   step_all = functools.partial(step_all, weights)
   time_major = jnp.swapaxes(x, 0, 1)
 
   def checked_loop(ear_states):
     """Any phases: the AGC update under a branch on "any stream due", every sample."""
     update_all = functools.partial(
-        jax.vmap(lambda w, s: update_agc(hypers, w, s, open_loop), in_axes=(weights_axis, 0)), weights
+      jax.vmap(lambda w, s: update_agc(hypers, w, s, open_loop), in_axes=(weights_axis, 0)), weights
     )
 
     def sample_step(ear_states, x_t):
       ear_states, due, per_sample = step_all(ear_states, x_t)
       views = jax.lax.cond(
-          jnp.any(due),
-          lambda v: select_streams(due, update_all(v), v),
-          lambda v: v,
-          agc_view(ear_states),
+        jnp.any(due),
+        lambda v: select_streams(due, update_all(v), v),
+        lambda v: v,
+        agc_view(ear_states),
       )
       return merge_agc_view(ear_states, views), per_sample
 
@@ -192,10 +186,10 @@ def run_segment_batch(
     unit = math.gcd(sum_every, group)  # outputs summed in the loop over this many samples
     schedule = agc.firing_schedule(hypers.ears[0].agc)
     updates = [  # one branch per count of updating stages
-        functools.partial(
-            jax.vmap(lambda w, s, n=n: update_agc(hypers, w, s, open_loop, n), in_axes=(weights_axis, 0)), weights
-        )
-        for n in range(1, max(schedule) + 1)
+      functools.partial(
+        jax.vmap(lambda w, s, n=n: update_agc(hypers, w, s, open_loop, n), in_axes=(weights_axis, 0)), weights
+      )
+      for n in range(1, max(schedule) + 1)
     ]
     branch_of_group = jnp.asarray(schedule, jnp.int32) - 1
 
@@ -212,13 +206,10 @@ def run_segment_batch(
     groups = time_major.reshape((n_samp // group, group) + time_major.shape[1:])
     indices = jnp.arange(n_samp // group, dtype=jnp.int32)
     ear_states, seg = checkpointed_scan(
-        group_step, ear_states, (indices, groups), _groups_per_chunk(checkpoint_every, group)
+      group_step, ear_states, (indices, groups), _groups_per_chunk(checkpoint_every, group)
     )
     # (n_samp // group, group // unit, ...) -> (n_samp // sum_every, ...)
-    seg = {
-        k: v.reshape((n_samp // sum_every, sum_every // unit) + v.shape[2:]).sum(axis=1)
-        for k, v in seg.items()
-    }
+    seg = {k: v.reshape((n_samp // sum_every, sum_every // unit) + v.shape[2:]).sum(axis=1) for k, v in seg.items()}
     return ear_states, seg
 
   if n_samp % agc_period(hypers) or phases_at_zero is False:
@@ -226,8 +217,6 @@ def run_segment_batch(
   elif phases_at_zero:
     ear_states, seg = scheduled_loop(ear_states)
   else:
-    ear_states, seg = jax.lax.cond(
-        _all_phases_at_zero(states), scheduled_loop, checked_loop, ear_states
-    )
+    ear_states, seg = jax.lax.cond(_all_phases_at_zero(states), scheduled_loop, checked_loop, ear_states)
   seg = {name: jnp.swapaxes(values, 0, 1) for name, values in seg.items()}
   return seg, CarfacState(ears=ear_states)

@@ -109,17 +109,15 @@ class CarState:
 
 
 def hz_to_erb(
-    cf_hz: float | np.ndarray,
-    erb_break_freq: float = 1000 / 4.37,
-    erb_q: float = 1000 / (24.7 * 4.37),
+  cf_hz: float | np.ndarray,
+  erb_break_freq: float = 1000 / 4.37,
+  erb_q: float = 1000 / (24.7 * 4.37),
 ) -> float | np.ndarray:
   """Equivalent rectangular bandwidth (Glasberg & Moore): (break + f) / Q."""
   return (erb_break_freq + cf_hz) / erb_q
 
 
-def design_pole_frequencies(
-    params: CarDesignParameters, fs: float
-) -> np.ndarray:
+def design_pole_frequencies(params: CarDesignParameters, fs: float) -> np.ndarray:
   """Pole frequencies, one per channel, from first_pole_theta down to min_pole_hz.
 
   Each step lowers the pole by erb_per_step ERBs. The values are rounded to
@@ -130,9 +128,7 @@ def design_pole_frequencies(
   pole_hz = params.first_pole_theta * fs / (2 * math.pi)
   while pole_hz > params.min_pole_hz:
     poles.append(pole_hz)
-    pole_hz = pole_hz - params.erb_per_step * hz_to_erb(
-        pole_hz, params.erb_break_freq, params.erb_q
-    )
+    pole_hz = pole_hz - params.erb_per_step * hz_to_erb(pole_hz, params.erb_break_freq, params.erb_q)
   return np.array(poles, dtype=np.float32)
 
 
@@ -142,22 +138,20 @@ def _exact_stage_g(r1, zr, a0, c0, h, undamping):
   return (1 - 2 * r * a0 + r**2) / (1 - 2 * r * a0 + h * r * c0 + r**2)
 
 
-def design_stage_g(
-    hypers: CarHypers, relative_undamping: float | np.ndarray
-) -> np.ndarray:
+def design_stage_g(hypers: CarHypers, relative_undamping: float | np.ndarray) -> np.ndarray:
   """Exact DC-unity stage gain for ``relative_undamping`` (design time, numpy)."""
   return _exact_stage_g(
-      hypers.r1_coeffs,
-      hypers.zr_coeffs,
-      hypers.a0_coeffs,
-      hypers.c0_coeffs,
-      hypers.h_coeffs,
-      relative_undamping,
+    hypers.r1_coeffs,
+    hypers.zr_coeffs,
+    hypers.a0_coeffs,
+    hypers.c0_coeffs,
+    hypers.h_coeffs,
+    relative_undamping,
   )
 
 
 def _design_coefficients_float32(
-    params: CarDesignParameters, fs: float, pole_freqs: np.ndarray
+  params: CarDesignParameters, fs: float, pole_freqs: np.ndarray
 ) -> dict[str, np.ndarray]:
   """The CAR coefficient arrays, computed in float32 arithmetic.
 
@@ -182,92 +176,84 @@ def _design_coefficients_float32(
   g_at = lambda u: _exact_stage_g(r1, zr, a0, c0, h, u)
   g0, g1, ghalf = g_at(f32(0.0)), g_at(f32(1.0)), g_at(f32(0.5))
   return dict(
-      r1=r1,
-      zr=zr,
-      a0=a0,
-      c0=c0,
-      h=h,
-      ga=f32(2) * (g0 + g1 - f32(2) * ghalf),
-      gb=f32(4) * ghalf - f32(3) * g0 - g1,
-      gc=g0,
-      g_init=g_at(np.ones_like(poles)),
+    r1=r1,
+    zr=zr,
+    a0=a0,
+    c0=c0,
+    h=h,
+    ga=f32(2) * (g0 + g1 - f32(2) * ghalf),
+    gb=f32(4) * ghalf - f32(3) * g0 - g1,
+    gc=g0,
+    g_init=g_at(np.ones_like(poles)),
   )
 
 
 def design_and_init_car(
-    params: CarDesignParameters, fs: float, pole_freqs: np.ndarray, dtype
+  params: CarDesignParameters, fs: float, pole_freqs: np.ndarray, dtype
 ) -> tuple[CarHypers, CarWeights, CarState]:
   """Designs the cascade for ``pole_freqs`` and returns its initial state."""
   c = _design_coefficients_float32(params, fs, pole_freqs)
   n_ch = len(pole_freqs)
   hypers = CarHypers(
-      n_ch=n_ch,
-      use_delay_buffer=params.use_delay_buffer,
-      linear_car=params.linear_car,
-      exact_stage_gain=params.exact_stage_gain,
-      ac_coupled_bm=params.ac_coupled_bm,
-      r1_coeffs=frozen_array(c["r1"]),
-      a0_coeffs=frozen_array(c["a0"]),
-      c0_coeffs=frozen_array(c["c0"]),
-      h_coeffs=frozen_array(c["h"]),
-      g0_coeffs=frozen_array(c["g_init"]),
-      zr_coeffs=frozen_array(c["zr"]),
+    n_ch=n_ch,
+    use_delay_buffer=params.use_delay_buffer,
+    linear_car=params.linear_car,
+    exact_stage_gain=params.exact_stage_gain,
+    ac_coupled_bm=params.ac_coupled_bm,
+    r1_coeffs=frozen_array(c["r1"]),
+    a0_coeffs=frozen_array(c["a0"]),
+    c0_coeffs=frozen_array(c["c0"]),
+    h_coeffs=frozen_array(c["h"]),
+    g0_coeffs=frozen_array(c["g_init"]),
+    zr_coeffs=frozen_array(c["zr"]),
   )
   weights = CarWeights(
-      velocity_scale=as_leaf(params.velocity_scale, dtype),
-      v_offset=as_leaf(params.v_offset, dtype),
-      ohc_health=as_leaf(np.ones(n_ch), dtype),
-      ga_coeffs=as_leaf(c["ga"], dtype),
-      gb_coeffs=as_leaf(c["gb"], dtype),
-      gc_coeffs=as_leaf(c["gc"], dtype),
-      ac_coeff=as_leaf(2 * math.pi * params.ac_corner_hz / fs, dtype),
+    velocity_scale=as_leaf(params.velocity_scale, dtype),
+    v_offset=as_leaf(params.v_offset, dtype),
+    ohc_health=as_leaf(np.ones(n_ch), dtype),
+    ga_coeffs=as_leaf(c["ga"], dtype),
+    gb_coeffs=as_leaf(c["gb"], dtype),
+    gc_coeffs=as_leaf(c["gc"], dtype),
+    ac_coeff=as_leaf(2 * math.pi * params.ac_corner_hz / fs, dtype),
   )
   zeros = as_leaf(np.zeros(n_ch), dtype)
   state = CarState(
-      z1_memory=zeros,
-      z2_memory=zeros,
-      za_memory=zeros,
-      zb_memory=as_leaf(c["zr"], dtype),
-      dzb_memory=zeros,
-      zy_memory=zeros,
-      g_memory=as_leaf(c["g_init"], dtype),
-      dg_memory=zeros,
-      ac_coupler=zeros,
+    z1_memory=zeros,
+    z2_memory=zeros,
+    za_memory=zeros,
+    zb_memory=as_leaf(c["zr"], dtype),
+    dzb_memory=zeros,
+    zy_memory=zeros,
+    g_memory=as_leaf(c["g_init"], dtype),
+    dg_memory=zeros,
+    ac_coupler=zeros,
   )
   return hypers, weights, state
 
 
 def stage_g(weights: CarWeights, undamping: jax.Array) -> jax.Array:
   """Quadratic fit of the DC-unity stage gain (v2 run-time rule)."""
-  return (
-      weights.ga_coeffs * (undamping**2)
-      + weights.gb_coeffs * undamping
-      + weights.gc_coeffs
-  )
+  return weights.ga_coeffs * (undamping**2) + weights.gb_coeffs * undamping + weights.gc_coeffs
 
 
-def target_stage_g(
-    hypers: CarHypers, weights: CarWeights, undamping: jax.Array
-) -> jax.Array:
+def target_stage_g(hypers: CarHypers, weights: CarWeights, undamping: jax.Array) -> jax.Array:
   """Stage gain the AGC loop steers to: quadratic fit, or exact in v1 mode."""
   if not hypers.exact_stage_gain:
     return stage_g(weights, undamping)
   coeff = lambda a: jnp.asarray(a, undamping.dtype)
   return _exact_stage_g(
-      coeff(hypers.r1_coeffs),
-      coeff(hypers.zr_coeffs),
-      coeff(hypers.a0_coeffs),
-      coeff(hypers.c0_coeffs),
-      coeff(hypers.h_coeffs),
-      undamping,
+    coeff(hypers.r1_coeffs),
+    coeff(hypers.zr_coeffs),
+    coeff(hypers.a0_coeffs),
+    coeff(hypers.c0_coeffs),
+    coeff(hypers.h_coeffs),
+    undamping,
   )
 
 
 def ohc_nlf(velocities: jax.Array, weights: CarWeights) -> jax.Array:
   """Outer-hair-cell nonlinearity: ~1 at small velocity, -> 0 at large."""
-  return 1.0 / (
-      1 + (velocities * weights.velocity_scale + weights.v_offset) ** 2
-  )
+  return 1.0 / (1 + (velocities * weights.velocity_scale + weights.v_offset) ** 2)
 
 
 def _ripple(x_in: jax.Array, g: jax.Array, hz2: jax.Array) -> jax.Array:
@@ -289,9 +275,7 @@ def _ripple(x_in: jax.Array, g: jax.Array, hz2: jax.Array) -> jax.Array:
   return jax.lax.scan(stage, x_in, (g, g * hz2))[1]
 
 
-def car_step(
-    x_in: jax.Array, hypers: CarHypers, weights: CarWeights, state: CarState
-) -> tuple[jax.Array, CarState]:
+def car_step(x_in: jax.Array, hypers: CarHypers, weights: CarWeights, state: CarState) -> tuple[jax.Array, CarState]:
   """Advances the cascade by one input sample.
 
   Returns the AC-coupled cascade output (n_ch,) and the new state.
@@ -299,10 +283,10 @@ def car_step(
   dtype = state.z1_memory.dtype
   coeff = lambda a: jnp.asarray(a, dtype)
   r1, a0, c0, h = (
-      coeff(hypers.r1_coeffs),
-      coeff(hypers.a0_coeffs),
-      coeff(hypers.c0_coeffs),
-      coeff(hypers.h_coeffs),
+    coeff(hypers.r1_coeffs),
+    coeff(hypers.a0_coeffs),
+    coeff(hypers.c0_coeffs),
+    coeff(hypers.h_coeffs),
   )
   g = state.g_memory + state.dg_memory
   zb = state.zb_memory + state.dzb_memory
@@ -323,14 +307,14 @@ def car_step(
   z1 = z1 + stage_in
   car_out = zy - state.ac_coupler
   new_state = CarState(
-      z1_memory=z1,
-      z2_memory=z2,
-      za_memory=z2_old,
-      zb_memory=zb,
-      dzb_memory=state.dzb_memory,
-      zy_memory=zy,
-      g_memory=g,
-      dg_memory=state.dg_memory,
-      ac_coupler=state.ac_coupler + weights.ac_coeff * car_out,
+    z1_memory=z1,
+    z2_memory=z2,
+    za_memory=z2_old,
+    zb_memory=zb,
+    dzb_memory=state.dzb_memory,
+    zy_memory=zy,
+    g_memory=g,
+    dg_memory=state.dg_memory,
+    ac_coupler=state.ac_coupler + weights.ac_coeff * car_out,
   )
   return car_out, new_state

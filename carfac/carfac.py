@@ -10,8 +10,8 @@ gain targets, reached by linear ramps over the next decimation period.
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,11 +24,11 @@ from carfac.time_loop import checkpointed_scan
 #: Per-sample outputs ``run_segment_outputs`` can return.
 OUTPUT_NAMES = ("naps", "naps_fibers", "bm", "seg_ohc", "seg_agc")
 _SAMPLE_FIELD = {
-    "naps": "nap",
-    "naps_fibers": "fibers",
-    "bm": "bm",
-    "seg_ohc": "ohc",
-    "seg_agc": "agc",
+  "naps": "nap",
+  "naps_fibers": "fibers",
+  "bm": "bm",
+  "seg_ohc": "ohc",
+  "seg_agc": "agc",
 }
 
 
@@ -41,20 +41,17 @@ class CarfacDesignParameters:
   """
 
   def __init__(
-      self,
-      fs: float = 22050.0,
-      n_ears: int = 1,
-      use_delay_buffer: bool = False,
-      ihc_style: str | None = None,
+    self,
+    fs: float = 22050.0,
+    n_ears: int = 1,
+    use_delay_buffer: bool = False,
+    ihc_style: str | None = None,
   ):
     if n_ears < 1:
       raise ValueError(f"n_ears must be >= 1, got {n_ears}")
     self.fs = float(fs)
     self.ears = [
-        ear.EarDesignParameters(
-            car=car.CarDesignParameters(use_delay_buffer=use_delay_buffer)
-        )
-        for _ in range(n_ears)
+      ear.EarDesignParameters(car=car.CarDesignParameters(use_delay_buffer=use_delay_buffer)) for _ in range(n_ears)
     ]
     if ihc_style is not None:
       for each in self.ears:
@@ -124,18 +121,17 @@ def _check_ears_compatible(hypers: Sequence[ear.EarHypers]) -> None:
   for e, h in enumerate(hypers[1:], start=1):
     if h.n_ch != first.n_ch:
       raise ValueError(
-          f"ear {e} has {h.n_ch} channels but ear 0 has {first.n_ch}; "
-          "binaural coupling needs equal channel counts"
+        f"ear {e} has {h.n_ch} channels but ear 0 has {first.n_ch}; binaural coupling needs equal channel counts"
       )
     if [a.decimation for a in h.agc] != [a.decimation for a in first.agc]:
       raise ValueError(
-          f"ear {e} has AGC decimation {[a.decimation for a in h.agc]} but "
-          f"ear 0 has {[a.decimation for a in first.agc]}; ears must match"
+        f"ear {e} has AGC decimation {[a.decimation for a in h.agc]} but "
+        f"ear 0 has {[a.decimation for a in first.agc]}; ears must match"
       )
 
 
 def design_and_init_carfac(
-    params: CarfacDesignParameters, dtype=None
+  params: CarfacDesignParameters, dtype=None
 ) -> tuple[CarfacHypers, CarfacWeights, CarfacState]:
   """Designs every ear from its own parameters; returns (hypers, weights, state).
 
@@ -154,9 +150,7 @@ def design_and_init_carfac(
   return hypers, CarfacWeights(ears=[d[1] for d in designed]), state
 
 
-def cross_couple(
-    hypers: CarfacHypers, weights: CarfacWeights, states: list[ear.EarState]
-) -> list[ear.EarState]:
+def cross_couple(hypers: CarfacHypers, weights: CarfacWeights, states: list[ear.EarState]) -> list[ear.EarState]:
   """Moves each ear's AGC memories towards the mean over ears.
 
   Only stages that have just updated (ear 0's phase is 0, stopping at the
@@ -173,15 +167,11 @@ def cross_couple(
     memories = [s.agc[stage].agc_memory for s in states]
     mean = sum(memories[1:], memories[0]) / n_ears
     for s, m in zip(states, memories):
-      s.agc[stage] = dataclasses.replace(
-          s.agc[stage], agc_memory=jnp.where(active, m + mix * (mean - m), m)
-      )
+      s.agc[stage] = dataclasses.replace(s.agc[stage], agc_memory=jnp.where(active, m + mix * (mean - m), m))
   return states
 
 
-def close_agc_loop(
-    hypers: CarfacHypers, weights: CarfacWeights, states: list[ear.EarState]
-) -> list[ear.EarState]:
+def close_agc_loop(hypers: CarfacHypers, weights: CarfacWeights, states: list[ear.EarState]) -> list[ear.EarState]:
   """Sets CAR ramps so undamping and stage gain reach the AGC's new targets.
 
   The targets are reached after ``decimation[0]`` samples, when the next
@@ -194,9 +184,9 @@ def close_agc_loop(
     target_g = car.target_stage_g(h.car, w.car, undamping)
     zr = jnp.asarray(h.car.zr_coeffs, undamping.dtype)
     car_s = dataclasses.replace(
-        s.car,
-        dzb_memory=(zr * undamping - s.car.zb_memory) / decim,
-        dg_memory=(target_g - s.car.g_memory) / decim,
+      s.car,
+      dzb_memory=(zr * undamping - s.car.zb_memory) / decim,
+      dg_memory=(target_g - s.car.g_memory) / decim,
     )
     closed.append(dataclasses.replace(s, car=car_s))
   return closed
@@ -207,8 +197,7 @@ def require_float_input(input_waves) -> None:
   input_dtype = np.dtype(getattr(input_waves, "dtype", np.float64))
   if not jnp.issubdtype(input_dtype, jnp.floating):
     raise ValueError(
-        f"input_waves must be a float array (float32 or float64), got "
-        f"{input_dtype}; convert integer PCM to float first"
+      f"input_waves must be a float array (float32 or float64), got {input_dtype}; convert integer PCM to float first"
     )
 
 
@@ -217,14 +206,12 @@ def _validated_input(input_waves, hypers: CarfacHypers, dtype) -> jax.Array:
   shape = np.shape(input_waves)
   require_float_input(input_waves)
   if len(shape) not in (1, 2):
-    raise ValueError(
-        f"input_waves must have shape (n_samp,) or (n_samp, n_ears), got {shape}"
-    )
+    raise ValueError(f"input_waves must have shape (n_samp,) or (n_samp, n_ears), got {shape}")
   n_ears = 1 if len(shape) == 1 else shape[1]
   if n_ears != hypers.n_ears:
     raise ValueError(
-        f"input_waves has {n_ears} ear(s) (shape {shape}) but the model was "
-        f"designed for {hypers.n_ears}; expected shape (n_samp, {hypers.n_ears})"
+      f"input_waves has {n_ears} ear(s) (shape {shape}) but the model was "
+      f"designed for {hypers.n_ears}; expected shape (n_samp, {hypers.n_ears})"
     )
   return jnp.asarray(input_waves, dtype).reshape(shape[0], n_ears)
 
@@ -237,15 +224,15 @@ def state_dtype(state: CarfacState):
 def _open_loop_states(states: list[ear.EarState]) -> list[ear.EarState]:
   """Freezes the CAR ramps where they are (open loop: the AGC never feeds back)."""
   return [
-      dataclasses.replace(
-          s,
-          car=dataclasses.replace(
-              s.car,
-              dzb_memory=jnp.zeros_like(s.car.dzb_memory),
-              dg_memory=jnp.zeros_like(s.car.dg_memory),
-          ),
-      )
-      for s in states
+    dataclasses.replace(
+      s,
+      car=dataclasses.replace(
+        s.car,
+        dzb_memory=jnp.zeros_like(s.car.dzb_memory),
+        dg_memory=jnp.zeros_like(s.car.dg_memory),
+      ),
+    )
+    for s in states
   ]
 
 
@@ -258,11 +245,11 @@ def _checked_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
 
 
 def ears_step(
-    hypers: CarfacHypers,
-    weights: CarfacWeights,
-    states: list[ear.EarState],
-    x_t: jax.Array,
-    outputs: Sequence[str],
+  hypers: CarfacHypers,
+  weights: CarfacWeights,
+  states: list[ear.EarState],
+  x_t: jax.Array,
+  outputs: Sequence[str],
 ) -> tuple[list[ear.EarState], jax.Array, dict[str, jax.Array]]:
   """One sample through every ear, up to the AGC input accumulation.
 
@@ -287,11 +274,11 @@ def ears_step(
 
 
 def update_agc(
-    hypers: CarfacHypers,
-    weights: CarfacWeights,
-    states: list[ear.EarState],
-    open_loop: bool,
-    n_firing: int | None = None,
+  hypers: CarfacHypers,
+  weights: CarfacWeights,
+  states: list[ear.EarState],
+  open_loop: bool,
+  n_firing: int | None = None,
 ) -> list[ear.EarState]:
   """The decimated work: AGC stages of every ear, coupling, loop closure.
 
@@ -299,8 +286,8 @@ def update_agc(
   ``agc.firing_schedule``); by default decided from the phases.
   """
   states = [
-      dataclasses.replace(s, agc=agc.update_stages(h.agc, w.agc, s.agc, n_firing))
-      for h, w, s in zip(hypers.ears, weights.ears, states)
+    dataclasses.replace(s, agc=agc.update_stages(h.agc, w.agc, s.agc, n_firing))
+    for h, w, s in zip(hypers.ears, weights.ears, states)
   ]
   states = cross_couple(hypers, weights, states)
   if not open_loop:
@@ -328,23 +315,23 @@ def agc_view(states: list[ear.EarState]) -> list[ear.EarState]:
 def merge_agc_view(states: list[ear.EarState], views: list[ear.EarState]) -> list[ear.EarState]:
   """``states`` with the AGC memories and CAR ramps of ``views``."""
   return [
-      dataclasses.replace(
-          s,
-          agc=v.agc,
-          car=dataclasses.replace(s.car, dzb_memory=v.car.dzb_memory, dg_memory=v.car.dg_memory),
-      )
-      for s, v in zip(states, views)
+    dataclasses.replace(
+      s,
+      agc=v.agc,
+      car=dataclasses.replace(s.car, dzb_memory=v.car.dzb_memory, dg_memory=v.car.dg_memory),
+    )
+    for s, v in zip(states, views)
   ]
 
 
 def run_segment_outputs(
-    input_waves: jax.Array,
-    hypers: CarfacHypers,
-    weights: CarfacWeights,
-    state: CarfacState,
-    open_loop: bool = False,
-    outputs: Sequence[str] = ("naps",),
-    checkpoint_every: int | None = None,
+  input_waves: jax.Array,
+  hypers: CarfacHypers,
+  weights: CarfacWeights,
+  state: CarfacState,
+  open_loop: bool = False,
+  outputs: Sequence[str] = ("naps",),
+  checkpoint_every: int | None = None,
 ) -> tuple[dict[str, jax.Array], CarfacState]:
   """Runs a segment and returns only the requested per-sample ``outputs``.
 
@@ -362,9 +349,7 @@ def run_segment_outputs(
 
   def sample_step(states, x_t):
     states, due, per_sample = ears_step(hypers, weights, states, x_t, outputs)
-    views = jax.lax.cond(
-        due, lambda v: update_agc(hypers, weights, v, open_loop), list, agc_view(states)
-    )
+    views = jax.lax.cond(due, lambda v: update_agc(hypers, weights, v, open_loop), list, agc_view(states))
     return merge_agc_view(states, views), per_sample
 
   states, seg = checkpointed_scan(sample_step, states, x, checkpoint_every)
@@ -372,33 +357,29 @@ def run_segment_outputs(
 
 
 def run_segment_full(
-    input_waves: jax.Array,
-    hypers: CarfacHypers,
-    weights: CarfacWeights,
-    state: CarfacState,
-    open_loop: bool = False,
-    checkpoint_every: int | None = None,
+  input_waves: jax.Array,
+  hypers: CarfacHypers,
+  weights: CarfacWeights,
+  state: CarfacState,
+  open_loop: bool = False,
+  checkpoint_every: int | None = None,
 ) -> FullSegmentOutput:
   """Like ``run_segment``, plus the synapse's per-fibre-class output.
 
   Returns the reference's six values (naps, naps_fibers, state, bm, seg_ohc,
   seg_agc).
   """
-  seg, state = run_segment_outputs(
-      input_waves, hypers, weights, state, open_loop, OUTPUT_NAMES, checkpoint_every
-  )
-  return FullSegmentOutput(
-      seg["naps"], seg["naps_fibers"], state, seg["bm"], seg["seg_ohc"], seg["seg_agc"]
-  )
+  seg, state = run_segment_outputs(input_waves, hypers, weights, state, open_loop, OUTPUT_NAMES, checkpoint_every)
+  return FullSegmentOutput(seg["naps"], seg["naps_fibers"], state, seg["bm"], seg["seg_ohc"], seg["seg_agc"])
 
 
 def run_segment(
-    input_waves: jax.Array,
-    hypers: CarfacHypers,
-    weights: CarfacWeights,
-    state: CarfacState,
-    open_loop: bool = False,
-    checkpoint_every: int | None = None,
+  input_waves: jax.Array,
+  hypers: CarfacHypers,
+  weights: CarfacWeights,
+  state: CarfacState,
+  open_loop: bool = False,
+  checkpoint_every: int | None = None,
 ) -> SegmentOutput:
   """Runs CARFAC over a segment of audio at the design sample rate.
 
@@ -420,15 +401,18 @@ def run_segment(
     memories after each sample, all (n_samp, n_ch, n_ears).
   """
   seg, state = run_segment_outputs(
-      input_waves, hypers, weights, state, open_loop, ("naps", "bm", "seg_ohc", "seg_agc"),
-      checkpoint_every,
+    input_waves,
+    hypers,
+    weights,
+    state,
+    open_loop,
+    ("naps", "bm", "seg_ohc", "seg_agc"),
+    checkpoint_every,
   )
   return SegmentOutput(seg["naps"], state, seg["bm"], seg["seg_ohc"], seg["seg_agc"])
 
 
-_JIT_OPTIONS = dict(
-    static_argnames=("hypers", "open_loop", "checkpoint_every"), donate_argnames=("state",)
-)
+_JIT_OPTIONS = dict(static_argnames=("hypers", "open_loop", "checkpoint_every"), donate_argnames=("state",))
 
 #: ``run_segment`` compiled once per (hypers value, open_loop, input shape);
 #: the passed-in state is donated: do not use it after the call.

@@ -21,18 +21,10 @@ from carfac._dataclasses import frozen_array, pytree_dataclass, static_dataclass
 class EarDesignParameters:
   """The user-set parameters of every stage of one ear."""
 
-  car: car.CarDesignParameters = dataclasses.field(
-      default_factory=car.CarDesignParameters
-  )
-  agc: agc.AgcDesignParameters = dataclasses.field(
-      default_factory=agc.AgcDesignParameters
-  )
-  ihc: ihc.IhcDesignParameters = dataclasses.field(
-      default_factory=ihc.IhcDesignParameters
-  )
-  syn: syn.SynDesignParameters = dataclasses.field(
-      default_factory=syn.SynDesignParameters
-  )
+  car: car.CarDesignParameters = dataclasses.field(default_factory=car.CarDesignParameters)
+  agc: agc.AgcDesignParameters = dataclasses.field(default_factory=agc.AgcDesignParameters)
+  ihc: ihc.IhcDesignParameters = dataclasses.field(default_factory=ihc.IhcDesignParameters)
+  syn: syn.SynDesignParameters = dataclasses.field(default_factory=syn.SynDesignParameters)
 
 
 @static_dataclass
@@ -74,40 +66,34 @@ class EarSample(NamedTuple):
   fibers: jax.Array | None  # (n_ch, n_classes), synapse only
 
 
-def design_and_init_ear(
-    params: EarDesignParameters, fs: float, dtype
-) -> tuple[EarHypers, EarWeights, EarState]:
+def design_and_init_ear(params: EarDesignParameters, fs: float, dtype) -> tuple[EarHypers, EarWeights, EarState]:
   """Designs every stage of one ear and returns their initial state."""
   pole_freqs = car.design_pole_frequencies(params.car, fs)
   n_ch = len(pole_freqs)
   if n_ch < 2:
-    raise ValueError(
-        f"the CAR design gives {n_ch} channel(s) at fs={fs}; need at least 2"
-    )
+    raise ValueError(f"the CAR design gives {n_ch} channel(s) at fs={fs}; need at least 2")
   car_h, car_w, car_s = car.design_and_init_car(params.car, fs, pole_freqs, dtype)
   agc_h, agc_w, agc_s = agc.design_and_init_agc(params.agc, fs, n_ch, dtype)
   ihc_h, ihc_w, ihc_s = ihc.design_and_init_ihc(params.ihc, fs, n_ch, dtype)
-  syn_h, syn_w, syn_s = syn.design_and_init_syn(
-      params.syn, fs, n_ch, params.ihc.ihc_style == "two_cap_with_syn", dtype
-  )
+  syn_h, syn_w, syn_s = syn.design_and_init_syn(params.syn, fs, n_ch, params.ihc.ihc_style == "two_cap_with_syn", dtype)
   hypers = EarHypers(
-      n_ch=n_ch,
-      pole_freqs=frozen_array(pole_freqs),
-      max_channels_per_octave=1 / math.log(pole_freqs[0] / pole_freqs[1], 2),
-      car=car_h,
-      agc=agc_h,
-      ihc=ihc_h,
-      syn=syn_h,
+    n_ch=n_ch,
+    pole_freqs=frozen_array(pole_freqs),
+    max_channels_per_octave=1 / math.log(pole_freqs[0] / pole_freqs[1], 2),
+    car=car_h,
+    agc=agc_h,
+    ihc=ihc_h,
+    syn=syn_h,
   )
   return (
-      hypers,
-      EarWeights(car=car_w, agc=agc_w, ihc=ihc_w, syn=syn_w),
-      EarState(car=car_s, ihc=ihc_s, agc=agc_s, syn=syn_s),
+    hypers,
+    EarWeights(car=car_w, agc=agc_w, ihc=ihc_w, syn=syn_w),
+    EarState(car=car_s, ihc=ihc_s, agc=agc_s, syn=syn_s),
   )
 
 
 def ear_step(
-    x_in: jax.Array, hypers: EarHypers, weights: EarWeights, state: EarState
+  x_in: jax.Array, hypers: EarHypers, weights: EarWeights, state: EarState
 ) -> tuple[EarSample, jax.Array, EarState]:
   """Runs one sample through one ear, up to the AGC input accumulation.
 
@@ -123,7 +109,5 @@ def ear_step(
     nap = ihc_out
   agc_due, agc_s = agc.accumulate_input(nap, hypers.agc, weights.agc, state.agc)
   bm = car_out if hypers.car.ac_coupled_bm else car_s.zy_memory
-  sample = EarSample(
-      nap=nap, bm=bm, ohc=car_s.za_memory, agc=car_s.zb_memory, fibers=fibers
-  )
+  sample = EarSample(nap=nap, bm=bm, ohc=car_s.za_memory, agc=car_s.zb_memory, fibers=fibers)
   return sample, agc_due, EarState(car=car_s, ihc=ihc_s, agc=agc_s, syn=syn_s)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -62,12 +62,12 @@ AUDIOMETRIC_FREQUENCIES_HZ = (250.0, 500.0, 1000.0, 2000.0, 3000.0, 4000.0, 6000
 SHIFT_FREQUENCIES_HZ = (250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
 SHIFT_HEALTH = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
 THRESHOLD_SHIFT_DB = (
-    (0.0, 3.95, 7.86, 11.57, 15.03, 18.22, 21.16, 23.86, 26.36, 28.7, 30.9),
-    (0.0, 4.84, 9.4, 13.69, 17.72, 21.51, 25.07, 28.43, 31.59, 34.56, 37.35),
-    (0.0, 5.38, 10.51, 15.39, 20.0, 24.36, 28.45, 32.3, 35.91, 39.3, 42.48),
-    (0.0, 5.93, 11.6, 16.98, 22.07, 26.87, 31.38, 35.6, 39.55, 43.22, 46.62),
-    (0.0, 5.89, 11.46, 16.68, 21.58, 26.17, 30.43, 34.4, 38.06, 41.42, 44.48),
-    (0.0, 4.05, 7.5, 10.42, 12.86, 14.87, 16.49, 17.77, 18.75, 19.45, 19.92),
+  (0.0, 3.95, 7.86, 11.57, 15.03, 18.22, 21.16, 23.86, 26.36, 28.7, 30.9),
+  (0.0, 4.84, 9.4, 13.69, 17.72, 21.51, 25.07, 28.43, 31.59, 34.56, 37.35),
+  (0.0, 5.38, 10.51, 15.39, 20.0, 24.36, 28.45, 32.3, 35.91, 39.3, 42.48),
+  (0.0, 5.93, 11.6, 16.98, 22.07, 26.87, 31.38, 35.6, 39.55, 43.22, 46.62),
+  (0.0, 5.89, 11.46, 16.68, 21.58, 26.17, 30.43, 34.4, 38.06, 41.42, 44.48),
+  (0.0, 4.05, 7.5, 10.42, 12.86, 14.87, 16.49, 17.77, 18.75, 19.45, 19.92),
 )
 
 # Example audiograms (dB HL at AUDIOMETRIC_FREQUENCIES_HZ), for trying profiles: illustrative shapes,
@@ -75,10 +75,10 @@ THRESHOLD_SHIFT_DB = (
 # "moderate-sloping": a moderate loss steepening above 1 kHz; "noise-notch": the dip at 4 kHz that
 # noise exposure leaves, recovering at 8 kHz.
 EXAMPLE_AUDIOGRAMS: dict[str, tuple[float, ...]] = {
-    "normal": (0, 0, 0, 0, 0, 0, 0, 0),
-    "mild-high-frequency": (5, 5, 10, 15, 20, 25, 30, 35),
-    "moderate-sloping": (15, 20, 25, 35, 40, 45, 50, 55),
-    "noise-notch": (5, 5, 5, 10, 25, 40, 30, 15),
+  "normal": (0, 0, 0, 0, 0, 0, 0, 0),
+  "mild-high-frequency": (5, 5, 10, 15, 20, 25, 30, 35),
+  "moderate-sloping": (15, 20, 25, 35, 40, 45, 50, 55),
+  "noise-notch": (5, 5, 5, 10, 25, 40, 30, 15),
 }
 
 
@@ -98,10 +98,10 @@ def with_ohc_health(weights: CarfacWeights, ohc_health) -> CarfacWeights:
   if health.shape != (n_ears, n_ch):
     raise ValueError(f"ohc_health must have shape ({n_ch},) or ({n_ears}, {n_ch}), got {tuple(health.shape)}")
   return CarfacWeights(
-      ears=[
-          dataclasses.replace(ear, car=dataclasses.replace(ear.car, ohc_health=h.astype(ear.car.ohc_health.dtype)))
-          for ear, h in zip(weights.ears, health)
-      ]
+    ears=[
+      dataclasses.replace(ear, car=dataclasses.replace(ear.car, ohc_health=h.astype(ear.car.ohc_health.dtype)))
+      for ear, h in zip(weights.ears, health)
+    ]
   )
 
 
@@ -125,7 +125,7 @@ def _shift_curves(frequencies_hz: np.ndarray) -> np.ndarray:
 
 
 def ohc_health_from_audiogram(
-    frequencies_hz: Sequence[float], loss_db: Sequence[float], pole_frequencies_hz: Sequence[float]
+  frequencies_hz: Sequence[float], loss_db: Sequence[float], pole_frequencies_hz: Sequence[float]
 ) -> np.ndarray:
   """Per-channel outer-hair-cell health for an audiogram (dB HL), by the rule of the module doc.
 
@@ -137,7 +137,7 @@ def ohc_health_from_audiogram(
   poles = np.asarray(pole_frequencies_hz, float)
   loss = np.interp(np.log(poles), np.log(frequencies), losses)
   curves = _shift_curves(poles)  # rising as the health falls (SHIFT_HEALTH runs 1 -> 0)
-  health = [np.interp(l, curve, SHIFT_HEALTH) for l, curve in zip(loss, curves)]
+  health = [np.interp(shift, curve, SHIFT_HEALTH) for shift, curve in zip(loss, curves)]
   return np.clip(np.asarray(health), 0.0, 1.0)
 
 
@@ -172,14 +172,14 @@ def _channel_responses(hypers: CarfacHypers):
 
 
 def threshold_shifts_db(
-    hypers: CarfacHypers,
-    healthy: CarfacWeights,
-    impaired: CarfacWeights,
-    state: CarfacState,
-    frequencies_hz: Sequence[float],
-    level_db_spl: float = PROBE_LEVEL_DB_SPL,
-    seconds: float = 0.3,
-    tolerance_db: float = 0.02,
+  hypers: CarfacHypers,
+  healthy: CarfacWeights,
+  impaired: CarfacWeights,
+  state: CarfacState,
+  frequencies_hz: Sequence[float],
+  level_db_spl: float = PROBE_LEVEL_DB_SPL,
+  seconds: float = 0.3,
+  tolerance_db: float = 0.02,
 ) -> np.ndarray:
   """How many dB louder a tone at each frequency must be for ``impaired`` to respond as ``healthy`` does.
 
@@ -208,13 +208,13 @@ def threshold_shifts_db(
 
 
 def fit_ohc_health_to_audiogram(
-    hypers: CarfacHypers,
-    weights: CarfacWeights,
-    state: CarfacState,
-    frequencies_hz: Sequence[float],
-    loss_db: Sequence[float],
-    iterations: int = 4,
-    tolerance_db: float = 0.5,
+  hypers: CarfacHypers,
+  weights: CarfacWeights,
+  state: CarfacState,
+  frequencies_hz: Sequence[float],
+  loss_db: Sequence[float],
+  iterations: int = 4,
+  tolerance_db: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Per-channel health whose measured threshold shifts match an audiogram, for research offline.
 
@@ -245,4 +245,3 @@ def fit_ohc_health_to_audiogram(
     fed = np.clip(fed - np.where(achievable, error, 0.0), 0.0, float(np.max(THRESHOLD_SHIFT_DB)))
     health = ohc_health_from_audiogram(frequencies, fed, poles)
   return health, shifts
-

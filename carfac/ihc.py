@@ -108,12 +108,12 @@ def _one_cap_coefficients(p: IhcDesignParameters, fs: float) -> dict:
   r0 = 1 / float(ihc_detect(0.0))
   current = 1 / (ri + r0)  # at rest
   return dict(
-      lpf_coeff=_lpf_coeff(p.tau_lpf, fs),
-      out_rate=ro / (p.tau_out * fs),
-      in_rate=1 / (p.tau_in * fs),
-      output_gain=1 / (saturation_output - current),
-      rest_output=current / (saturation_output - current),
-      rest_cap=1 - current * ri,
+    lpf_coeff=_lpf_coeff(p.tau_lpf, fs),
+    out_rate=ro / (p.tau_out * fs),
+    in_rate=1 / (p.tau_in * fs),
+    output_gain=1 / (saturation_output - current),
+    rest_output=current / (saturation_output - current),
+    rest_cap=1 - current * ri,
   )
 
 
@@ -131,20 +131,20 @@ def _two_cap_coefficients(p: IhcDesignParameters, fs: float) -> dict:
   saturation_current2 = 1 / (2 * r2min + r2)
   rest_current2 = 1 / (r2 + 1 / (r1 * rest_current1))
   return dict(
-      lpf_coeff=_lpf_coeff(p.tau_lpf, fs),
-      out1_rate=r1min / (p.tau1_out * fs),
-      in1_rate=1 / (p.tau1_in * fs),
-      out2_rate=r2min / (p.tau2_out * fs),
-      in2_rate=1 / (p.tau2_in * fs),
-      output_gain=1 / (saturation_current2 - rest_current2),
-      rest_output=rest_current2 / (saturation_current2 - rest_current2),
-      rest_cap2=1 - rest_current2 * r2,
-      rest_cap1=rest_cap1,
+    lpf_coeff=_lpf_coeff(p.tau_lpf, fs),
+    out1_rate=r1min / (p.tau1_out * fs),
+    in1_rate=1 / (p.tau1_in * fs),
+    out2_rate=r2min / (p.tau2_out * fs),
+    in2_rate=1 / (p.tau2_in * fs),
+    output_gain=1 / (saturation_current2 - rest_current2),
+    rest_output=rest_current2 / (saturation_current2 - rest_current2),
+    rest_cap2=1 - rest_current2 * r2,
+    rest_cap1=rest_cap1,
   )
 
 
 def design_and_init_ihc(
-    params: IhcDesignParameters, fs: float, n_ch: int, dtype
+  params: IhcDesignParameters, fs: float, n_ch: int, dtype
 ) -> tuple[IhcHypers, IhcWeights, IhcState]:
   """Designs the IHC of one ear and returns its resting state."""
   style = IHC_STYLES[check_ihc_style(params.ihc_style)]
@@ -157,18 +157,18 @@ def design_and_init_ihc(
   zero = as_leaf(0.0, dtype)
   fill = lambda value: as_leaf(np.full(n_ch, value), dtype)
   state = IhcState(
-      ihc_accum=fill(0.0),
-      cap_voltage=fill(coeffs["rest_cap"]) if style == 1 else zero,
-      lpf1_state=fill(coeffs["rest_output"]) if style else zero,
-      lpf2_state=fill(coeffs["rest_output"]) if style == 1 else zero,
-      cap1_voltage=fill(coeffs["rest_cap1"]) if style == 2 else zero,
-      cap2_voltage=fill(coeffs["rest_cap2"]) if style == 2 else zero,
+    ihc_accum=fill(0.0),
+    cap_voltage=fill(coeffs["rest_cap"]) if style == 1 else zero,
+    lpf1_state=fill(coeffs["rest_output"]) if style else zero,
+    lpf2_state=fill(coeffs["rest_output"]) if style == 1 else zero,
+    cap1_voltage=fill(coeffs["rest_cap1"]) if style == 2 else zero,
+    cap2_voltage=fill(coeffs["rest_cap2"]) if style == 2 else zero,
   )
   return IhcHypers(n_ch=n_ch, ihc_style=style), weights, state
 
 
 def ihc_step(
-    bm: jax.Array, hypers: IhcHypers, weights: IhcWeights, state: IhcState
+  bm: jax.Array, hypers: IhcHypers, weights: IhcWeights, state: IhcState
 ) -> tuple[jax.Array, jax.Array, IhcState]:
   """One sample of the IHC for the BM vector ``bm`` (n_ch,).
 
@@ -186,24 +186,16 @@ def ihc_step(
     lpf1 = s.lpf1_state + w.lpf_coeff * (out - s.lpf1_state)
     lpf2 = s.lpf2_state + w.lpf_coeff * (lpf1 - s.lpf2_state)
     ihc_out = lpf2 - w.rest_output
-    s = dataclasses.replace(
-        s, cap_voltage=cap, lpf1_state=lpf1, lpf2_state=lpf2
-    )
+    s = dataclasses.replace(s, cap_voltage=cap, lpf1_state=lpf1, lpf2_state=lpf2)
   else:
     receptor_current = ihc_detect(bm) * s.cap1_voltage
-    cap1 = (
-        s.cap1_voltage
-        - receptor_current * w.out1_rate
-        + (1 - s.cap1_voltage) * w.in1_rate
-    )
+    cap1 = s.cap1_voltage - receptor_current * w.out1_rate + (1 - s.cap1_voltage) * w.in1_rate
     out = (1 - cap1) * s.cap2_voltage
     cap2 = s.cap2_voltage - out * w.out2_rate + (1 - s.cap2_voltage) * w.in2_rate
     out = out * w.output_gain
     lpf1 = s.lpf1_state + w.lpf_coeff * (out - s.lpf1_state)
     ihc_out = lpf1 - w.rest_output
     v_recep = w.rest_cap1 - cap1
-    s = dataclasses.replace(
-        s, cap1_voltage=cap1, cap2_voltage=cap2, lpf1_state=lpf1
-    )
+    s = dataclasses.replace(s, cap1_voltage=cap1, cap2_voltage=cap2, lpf1_state=lpf1)
   s = dataclasses.replace(s, ihc_accum=s.ihc_accum + ihc_out)
   return ihc_out, v_recep, s

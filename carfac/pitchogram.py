@@ -35,25 +35,25 @@ import numpy as np
 
 from carfac import car
 from carfac._dataclasses import (
-    default_float_dtype,
-    frozen_array,
-    pytree_dataclass,
-    static_dataclass,
+  default_float_dtype,
+  frozen_array,
+  pytree_dataclass,
+  static_dataclass,
 )
 from carfac.carfac import (
-    CarfacDesignParameters,
-    CarfacHypers,
-    CarfacState,
-    CarfacWeights,
-    design_and_init_carfac,
-    run_segment_outputs,
+  CarfacDesignParameters,
+  CarfacHypers,
+  CarfacState,
+  CarfacWeights,
+  design_and_init_carfac,
+  run_segment_outputs,
 )
 from carfac.sai import (
-    SaiDesignParameters,
-    SaiHypers,
-    SaiState,
-    design_and_init_sai,
-    run_sai_segment,
+  SaiDesignParameters,
+  SaiHypers,
+  SaiState,
+  design_and_init_sai,
+  run_sai_segment,
 )
 
 _F32 = np.float32
@@ -107,9 +107,7 @@ def pole_frequencies_f32(car_params: car.CarDesignParameters, fs: float) -> np.n
   return np.array(poles, dtype=_F32)
 
 
-def frequency_to_channel_index(
-    car_params: car.CarDesignParameters, fs: float, frequency_hz: float
-) -> np.float32:
+def frequency_to_channel_index(car_params: car.CarDesignParameters, fs: float, frequency_hz: float) -> np.float32:
   """The fractional channel whose pole is ``frequency_hz`` (0 = the first pole)."""
   pole0 = _F32(car_params.first_pole_theta) * _F32(fs) / _F32(2 * math.pi)
   break_freq = _F32(car_params.erb_break_freq)
@@ -148,7 +146,7 @@ class _Cell:
   right_weight: np.float32
 
   @classmethod
-  def spanning(cls, left_edge: float, right_edge: float) -> "_Cell":
+  def spanning(cls, left_edge: float, right_edge: float) -> _Cell:
     """The cell over [left_edge, right_edge] lags, widened to at least one lag."""
     left, right = _F32(left_edge), _F32(right_edge)
     width = right - left
@@ -160,11 +158,11 @@ class _Cell:
     left_index, right_index = _round_half_away(left), _round_half_away(right)
     if right_index > left_index and width > _F32(0.999):
       return cls(
-          left_index,
-          right_index,
-          (_F32(0.5) - (left - _F32(left_index))) / width,
-          _F32(1) / width,
-          (_F32(0.5) + (right - _F32(right_index))) / width,
+        left_index,
+        right_index,
+        (_F32(0.5) - (left - _F32(left_index))) / width,
+        _F32(1) / width,
+        (_F32(0.5) + (right - _F32(right_index))) / width,
       )
     return cls(left_index, right_index, _F32(1), _F32(0), _F32(0))
 
@@ -177,9 +175,7 @@ class _Cell:
     return column
 
 
-def _log_lag_resampling(
-    params: PitchogramDesignParameters, fs: float, sai_width: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _log_lag_resampling(params: PitchogramDesignParameters, fs: float, sai_width: int) -> tuple[np.ndarray, np.ndarray]:
   """The (sai_width, n_lags) weights of every log-lag cell that fits in the frame,
   and each cell's centre lag in samples.
 
@@ -202,9 +198,7 @@ def _log_lag_resampling(
   return np.stack(columns, axis=1), np.array(centres)
 
 
-def _vowel_matrix(
-    car_params: car.CarDesignParameters, fs: float, num_channels: int
-) -> np.ndarray:
+def _vowel_matrix(car_params: car.CarDesignParameters, fs: float, num_channels: int) -> np.ndarray:
   """Rows that extract F2 and F1 as differences of two Gaussians over channels."""
   channels = np.arange(num_channels, dtype=_F32)
 
@@ -215,31 +209,31 @@ def _vowel_matrix(
   def index(hz: float) -> np.float32:
     return frequency_to_channel_index(car_params, fs, hz)
 
-  rows = np.stack([
+  rows = np.stack(
+    [
       kernel(index(1100)) - kernel(index(2365)),
       kernel(index(265)) - kernel(index(700)),
-  ])
+    ]
+  )
   return (rows * (_F32(car_params.erb_per_step) / _F32(2))).astype(np.float64)
 
 
 def design_and_init_pitchogram(
-    fs: float,
-    car_params: car.CarDesignParameters,
-    sai: SaiHypers,
-    params: PitchogramDesignParameters | None = None,
-    dtype=None,
+  fs: float,
+  car_params: car.CarDesignParameters,
+  sai: SaiHypers,
+  params: PitchogramDesignParameters | None = None,
+  dtype=None,
 ) -> tuple[PitchogramHypers, PitchogramState]:
   """Designs the pitchogram for a CARFAC ear (``car_params``) and its SAI."""
   params = PitchogramDesignParameters() if params is None else params
   poles = pole_frequencies_f32(car_params, fs)
   if len(poles) != sai.num_channels:
-    raise ValueError(
-        f"the SAI has {sai.num_channels} channels but the CAR design has {len(poles)}"
-    )
+    raise ValueError(f"the SAI has {sai.num_channels} channels but the CAR design has {len(poles)}")
   if params.log_lag and sai.future_lags != sai.sai_width - 1:
     raise ValueError(
-        "a log-lag pitchogram needs an SAI with future_lags = sai_width - 1, "
-        f"got future_lags {sai.future_lags} and sai_width {sai.sai_width}"
+      "a log-lag pitchogram needs an SAI with future_lags = sai_width - 1, "
+      f"got future_lags {sai.future_lags} and sai_width {sai.sai_width}"
     )
   frame_rate_hz = _F32(fs) / _F32(sai.input_segment_width)
   smoother = _F32(1) - np.exp(_F32(-1) / (_F32(params.vowel_time_constant_s) * frame_rate_hz))
@@ -248,12 +242,12 @@ def design_and_init_pitchogram(
   else:  # SAI column j is the NAP j - (sai_width - 1 - future_lags) samples after the trigger
     resampling, lags = None, np.arange(sai.sai_width) - (sai.sai_width - 1 - sai.future_lags)
   hypers = PitchogramHypers(
-      mask=frozen_array(_zero_lag_mask(poles, fs, sai)),
-      resampling=None if resampling is None else frozen_array(resampling),
-      vowel_matrix=frozen_array(_vowel_matrix(car_params, fs, sai.num_channels)),
-      lags_s=frozen_array(lags / fs),
-      cgram_smoother=float(smoother),
-      light_color_theme=bool(params.light_color_theme),
+    mask=frozen_array(_zero_lag_mask(poles, fs, sai)),
+    resampling=None if resampling is None else frozen_array(resampling),
+    vowel_matrix=frozen_array(_vowel_matrix(car_params, fs, sai.num_channels)),
+    lags_s=frozen_array(lags / fs),
+    cgram_smoother=float(smoother),
+    light_color_theme=bool(params.light_color_theme),
   )
   dtype = default_float_dtype() if dtype is None else np.dtype(dtype)
   return hypers, PitchogramState(cgram=jnp.zeros((sai.num_channels,), dtype))
@@ -269,7 +263,7 @@ def run_pitchogram_frame(sai_frame: jax.Array, hypers: PitchogramHypers) -> jax.
 
 
 def vowel_embedding(
-    nap_segment: jax.Array, hypers: PitchogramHypers, state: PitchogramState
+  nap_segment: jax.Array, hypers: PitchogramHypers, state: PitchogramState
 ) -> tuple[jax.Array, PitchogramState]:
   """The 2-D vowel coordinates after a NAP segment (n_samples, n_ch) of one ear.
 
@@ -281,9 +275,7 @@ def vowel_embedding(
   return coords, PitchogramState(cgram=cgram)
 
 
-def column_rgb(
-    lag_profile: np.ndarray, vowel_coords: np.ndarray, light_color_theme: bool = False
-) -> np.ndarray:
+def column_rgb(lag_profile: np.ndarray, vowel_coords: np.ndarray, light_color_theme: bool = False) -> np.ndarray:
   """One pitchogram image column, uint8 (n_lags, 3), tinted by the vowel coordinates.
 
   The tint maps (0, 0) near grey, and its saturation and hue follow the
@@ -293,8 +285,8 @@ def column_rgb(
   """
   v = np.asarray(vowel_coords, dtype=_F32)
   tint = np.array(
-      [_F32(0.5) - _F32(0.6) * v[1], _F32(0.5) - _F32(0.6) * v[0], _F32(0.35) * (v[0] + v[1]) + _F32(0.4)],
-      dtype=_F32,
+    [_F32(0.5) - _F32(0.6) * v[1], _F32(0.5) - _F32(0.6) * v[0], _F32(0.35) * (v[0] + v[1]) + _F32(0.4)],
+    dtype=_F32,
   ) * _F32(0.5 * 255)
   shade = np.asarray(lag_profile, dtype=_F32)[:, None] * tint[None, :]
   if light_color_theme:
@@ -311,14 +303,10 @@ class PitchogramPipelineParams:
   highest_pole_hz: float = 7000.0  # CARFAC's first pole
   max_lag_s: float = 0.05  # the SAI's widest lag
   num_triggers_per_frame: int = 2
-  pitchogram_params: PitchogramDesignParameters = dataclasses.field(
-      default_factory=PitchogramDesignParameters
-  )
+  pitchogram_params: PitchogramDesignParameters = dataclasses.field(default_factory=PitchogramDesignParameters)
 
 
-def pipeline_carfac_params(
-    sample_rate_hz: float, highest_pole_hz: float = 7000.0
-) -> CarfacDesignParameters:
+def pipeline_carfac_params(sample_rate_hz: float, highest_pole_hz: float = 7000.0) -> CarfacDesignParameters:
   """The CARFAC of the reference pipeline: one ear, first pole at highest_pole_hz.
 
   The reference pipeline runs the C++ CARFAC, a v1 model: the one-capacitor
@@ -329,7 +317,7 @@ def pipeline_carfac_params(
   params = CarfacDesignParameters(fs=sample_rate_hz, n_ears=1)
   ear_params = params.ears[0]
   ear_params.car.first_pole_theta = float(
-      _F32(2 * math.pi * float(_F32(highest_pole_hz)) / float(_F32(sample_rate_hz)))
+    _F32(2 * math.pi * float(_F32(highest_pole_hz)) / float(_F32(sample_rate_hz)))
   )
   ear_params.car.exact_stage_gain = True
   ear_params.ihc.ihc_style = "one_cap"
@@ -342,10 +330,10 @@ def _round_lag(max_lag_s: float, sample_rate_hz: float) -> int:
 
 
 def design_and_init_pitchogram_stages(
-    sample_rate_hz: float,
-    car_params: car.CarDesignParameters,
-    params: PitchogramPipelineParams,
-    dtype=None,
+  sample_rate_hz: float,
+  car_params: car.CarDesignParameters,
+  params: PitchogramPipelineParams,
+  dtype=None,
 ) -> tuple[tuple[SaiHypers, PitchogramHypers], tuple[SaiState, PitchogramState]]:
   """The SAI and pitchogram of the reference pipeline, after an ear of ``car_params``.
 
@@ -357,19 +345,19 @@ def design_and_init_pitchogram_stages(
   """
   sai_width = _round_lag(params.max_lag_s, sample_rate_hz)
   sai_hypers, sai_state = design_and_init_sai(
-      SaiDesignParameters(
-          num_channels=len(car.design_pole_frequencies(car_params, sample_rate_hz)),
-          sai_width=sai_width,
-          future_lags=sai_width - 1,
-          num_triggers_per_frame=params.num_triggers_per_frame,
-          trigger_window_width=params.num_samples_per_segment + 1,
-          input_segment_width=params.num_samples_per_segment,
-          cpp_compatible=True,
-      ),
-      dtype,
+    SaiDesignParameters(
+      num_channels=len(car.design_pole_frequencies(car_params, sample_rate_hz)),
+      sai_width=sai_width,
+      future_lags=sai_width - 1,
+      num_triggers_per_frame=params.num_triggers_per_frame,
+      trigger_window_width=params.num_samples_per_segment + 1,
+      input_segment_width=params.num_samples_per_segment,
+      cpp_compatible=True,
+    ),
+    dtype,
   )
   pitchogram_hypers, pitchogram_state = design_and_init_pitchogram(
-      sample_rate_hz, car_params, sai_hypers, params.pitchogram_params, dtype
+    sample_rate_hz, car_params, sai_hypers, params.pitchogram_params, dtype
   )
   return (sai_hypers, pitchogram_hypers), (sai_state, pitchogram_state)
 
@@ -402,12 +390,12 @@ class PipelineFrame(NamedTuple):
 
 
 def run_pitchogram_segment(
-    nap_segment: jax.Array,
-    sai_hypers: SaiHypers,
-    pitchogram_hypers: PitchogramHypers,
-    sai_state: SaiState,
-    pitchogram_state: PitchogramState,
-    advance: jax.Array | bool = True,
+  nap_segment: jax.Array,
+  sai_hypers: SaiHypers,
+  pitchogram_hypers: PitchogramHypers,
+  sai_state: SaiState,
+  pitchogram_state: PitchogramState,
+  advance: jax.Array | bool = True,
 ) -> tuple[jax.Array, jax.Array, jax.Array, SaiState, PitchogramState]:
   """SAI frame, lag profile and vowel coordinates of one ear's NAP segment.
 
@@ -424,25 +412,21 @@ def run_pitchogram_segment(
 
 
 def run_pipeline_segment(
-    samples: jax.Array,
-    hypers: PitchogramPipelineHypers,
-    weights: CarfacWeights,
-    state: PitchogramPipelineState,
+  samples: jax.Array,
+  hypers: PitchogramPipelineHypers,
+  weights: CarfacWeights,
+  state: PitchogramPipelineState,
 ) -> tuple[PipelineFrame, PitchogramPipelineState]:
   """CARFAC, SAI and pitchogram over one segment of mono audio (closed loop)."""
   seg, carfac_state = run_segment_outputs(samples, hypers.carfac, weights, state.carfac)
   nap = seg["naps"][:, :, 0]
   frame, profile, coords, sai_state, pitchogram_state = run_pitchogram_segment(
-      nap, hypers.sai, hypers.pitchogram, state.sai, state.pitchogram
+    nap, hypers.sai, hypers.pitchogram, state.sai, state.pitchogram
   )
-  return PipelineFrame(nap, frame, profile, coords), PitchogramPipelineState(
-      carfac_state, sai_state, pitchogram_state
-  )
+  return PipelineFrame(nap, frame, profile, coords), PitchogramPipelineState(carfac_state, sai_state, pitchogram_state)
 
 
-_run_pipeline_segment_jit = jax.jit(
-    run_pipeline_segment, static_argnames="hypers", donate_argnames="state"
-)
+_run_pipeline_segment_jit = jax.jit(run_pipeline_segment, static_argnames="hypers", donate_argnames="state")
 
 
 class PitchogramPipeline:
@@ -461,11 +445,11 @@ class PitchogramPipeline:
   """
 
   def __init__(
-      self,
-      sample_rate_hz: float,
-      params: PitchogramPipelineParams | None = None,
-      carfac_params: CarfacDesignParameters | None = None,
-      dtype=None,
+    self,
+    sample_rate_hz: float,
+    params: PitchogramPipelineParams | None = None,
+    carfac_params: CarfacDesignParameters | None = None,
+    dtype=None,
   ):
     if not sample_rate_hz > 0:
       raise ValueError(f"sample_rate_hz must be positive, got {sample_rate_hz}")
@@ -479,7 +463,7 @@ class PitchogramPipeline:
     dtype = default_float_dtype() if dtype is None else np.dtype(dtype)
     carfac_hypers, self._weights, carfac_state = design_and_init_carfac(carfac_params, dtype=dtype)
     (sai_hypers, pitchogram_hypers), (sai_state, pitchogram_state) = design_and_init_pitchogram_stages(
-        sample_rate_hz, carfac_params.ears[0].car, p, dtype
+      sample_rate_hz, carfac_params.ears[0].car, p, dtype
     )
     self._hypers = PitchogramPipelineHypers(carfac_hypers, sai_hypers, pitchogram_hypers)
     self._state = PitchogramPipelineState(carfac_state, sai_state, pitchogram_state)
@@ -506,18 +490,13 @@ class PitchogramPipeline:
     samples = np.asarray(samples)
     expected = (self.num_samples_per_segment,)
     if samples.shape != expected or not np.issubdtype(samples.dtype, np.floating):
-      raise ValueError(
-          f"process_samples takes a float array of shape {expected}, "
-          f"got {samples.dtype} {samples.shape}"
-      )
+      raise ValueError(f"process_samples takes a float array of shape {expected}, got {samples.dtype} {samples.shape}")
     if not np.all(np.isfinite(samples)):
       raise ValueError("process_samples: the samples must be finite (no NaN or Inf)")
-    frame, self._state = _run_pipeline_segment_jit(
-        samples, self._hypers, self._weights, self._state
-    )
+    frame, self._state = _run_pipeline_segment_jit(samples, self._hypers, self._weights, self._state)
     self.frame = PipelineFrame(*(np.asarray(x) for x in frame))
     self.image[:, :-1] = self.image[:, 1:]
     self.image[:, -1] = column_rgb(
-        self.frame.lag_profile, self.frame.vowel_coords, self._hypers.pitchogram.light_color_theme
+      self.frame.lag_profile, self.frame.vowel_coords, self._hypers.pitchogram.light_color_theme
     )
     return self.frame

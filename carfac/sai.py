@@ -37,10 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from carfac._dataclasses import (
-    default_float_dtype,
-    frozen_array,
-    pytree_dataclass,
-    static_dataclass,
+  default_float_dtype,
+  frozen_array,
+  pytree_dataclass,
+  static_dataclass,
 )
 
 
@@ -138,19 +138,18 @@ def _window_placement(params: SaiDesignParameters, buffer_width: int) -> tuple[i
 
 def _check_positive(params: SaiDesignParameters) -> None:
   for name in (
-      "num_channels",
-      "sai_width",
-      "num_triggers_per_frame",
-      "trigger_window_width",
-      "input_segment_width",
+    "num_channels",
+    "sai_width",
+    "num_triggers_per_frame",
+    "trigger_window_width",
+    "input_segment_width",
   ):
     value = getattr(params, name)
     if not isinstance(value, (int, np.integer)) or value < 1:
       raise ValueError(f"SaiDesignParameters.{name} must be a positive integer, got {value!r}")
   if not 0 <= params.future_lags < params.sai_width:
     raise ValueError(
-        f"SaiDesignParameters.future_lags must be in [0, sai_width={params.sai_width}), "
-        f"got {params.future_lags}"
+      f"SaiDesignParameters.future_lags must be in [0, sai_width={params.sai_width}), got {params.future_lags}"
     )
 
 
@@ -160,25 +159,25 @@ def design_sai(params: SaiDesignParameters) -> SaiHypers:
   buffer_width = _buffer_width(params)
   if params.input_segment_width > buffer_width:
     raise ValueError(
-        f"input_segment_width {params.input_segment_width} exceeds the SAI buffer "
-        f"({buffer_width} samples): some input would never be seen; use more "
-        "or wider trigger windows"
+      f"input_segment_width {params.input_segment_width} exceeds the SAI buffer "
+      f"({buffer_width} samples): some input would never be seen; use more "
+      "or wider trigger windows"
     )
   # The buffer holds sai_width samples before the first window (less half a
   # sample in the C++ placement), so both starts below are >= 0 and the last
   # frame slice ends exactly at the buffer's end.
   window_start, offsets = _window_placement(params, buffer_width)
   return SaiHypers(
-      num_channels=params.num_channels,
-      sai_width=params.sai_width,
-      future_lags=params.future_lags,
-      input_segment_width=params.input_segment_width,
-      trigger_window_width=params.trigger_window_width,
-      buffer_width=buffer_width,
-      window_offsets=offsets,
-      window_range_start=window_start - params.future_lags,
-      offset_range_start=1 + window_start - params.sai_width,
-      window=frozen_array(_trigger_window(params)),
+    num_channels=params.num_channels,
+    sai_width=params.sai_width,
+    future_lags=params.future_lags,
+    input_segment_width=params.input_segment_width,
+    trigger_window_width=params.trigger_window_width,
+    buffer_width=buffer_width,
+    window_offsets=offsets,
+    window_range_start=window_start - params.future_lags,
+    offset_range_start=1 + window_start - params.sai_width,
+    window=frozen_array(_trigger_window(params)),
   )
 
 
@@ -186,15 +185,13 @@ def init_sai_state(hypers: SaiHypers, dtype=None) -> SaiState:
   """An all-zero buffer and frame (the reference's Reset)."""
   dtype = default_float_dtype() if dtype is None else np.dtype(dtype)
   return SaiState(
-      ring=jnp.zeros((hypers.num_channels, 2 * hypers.ring_width), dtype),
-      write_at=jnp.zeros((), jnp.int32),
-      frame=jnp.zeros((hypers.num_channels, hypers.sai_width), dtype),
+    ring=jnp.zeros((hypers.num_channels, 2 * hypers.ring_width), dtype),
+    write_at=jnp.zeros((), jnp.int32),
+    frame=jnp.zeros((hypers.num_channels, hypers.sai_width), dtype),
   )
 
 
-def design_and_init_sai(
-    params: SaiDesignParameters, dtype=None
-) -> tuple[SaiHypers, SaiState]:
+def design_and_init_sai(params: SaiDesignParameters, dtype=None) -> tuple[SaiHypers, SaiState]:
   """The designed SAI and its initial state (float64 when x64 is on by default)."""
   hypers = design_sai(params)
   return hypers, init_sai_state(hypers, dtype)
@@ -202,9 +199,7 @@ def design_and_init_sai(
 
 def _rows_from(buffer: jax.Array, starts: jax.Array, width: int) -> jax.Array:
   """Row c of the result is buffer[c, starts[c] : starts[c] + width]."""
-  return jax.vmap(lambda row, start: jax.lax.dynamic_slice_in_dim(row, start, width))(
-      buffer, starts
-  )
+  return jax.vmap(lambda row, start: jax.lax.dynamic_slice_in_dim(row, start, width))(buffer, starts)
 
 
 def _peak_and_first_index(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -218,9 +213,7 @@ def _peak_and_first_index(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return peak, jnp.min(jnp.where(x == peak[:, None], columns, x.shape[1] - 1), axis=1)
 
 
-def _stabilize(
-    ring: jax.Array, start: jax.Array, frame: jax.Array, hypers: SaiHypers, advance
-) -> jax.Array:
+def _stabilize(ring: jax.Array, start: jax.Array, frame: jax.Array, hypers: SaiHypers, advance) -> jax.Array:
   """Blends the lagged NAP after each window's trigger into the frame.
 
   Buffer sample j of every channel is ``ring[:, start + j]``. Where
@@ -247,7 +240,7 @@ def _stabilize(
 
 
 def run_sai_segment(
-    nap_segment: jax.Array, hypers: SaiHypers, state: SaiState, advance: jax.Array | bool = True
+  nap_segment: jax.Array, hypers: SaiHypers, state: SaiState, advance: jax.Array | bool = True
 ) -> tuple[jax.Array, SaiState]:
   """One SAI frame from a NAP segment (input_segment_width, n_ch) of one ear.
 
@@ -260,10 +253,7 @@ def run_sai_segment(
   """
   expected = (hypers.input_segment_width, hypers.num_channels)
   if tuple(nap_segment.shape) != expected:
-    raise ValueError(
-        f"nap_segment must be (input_segment_width, n_ch) = {expected}, "
-        f"got {tuple(nap_segment.shape)}"
-    )
+    raise ValueError(f"nap_segment must be (input_segment_width, n_ch) = {expected}, got {tuple(nap_segment.shape)}")
   dtype = state.frame.dtype
   fresh = jnp.asarray(nap_segment, dtype).T
   ring_width, segment = hypers.ring_width, hypers.input_segment_width

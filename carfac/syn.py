@@ -39,29 +39,23 @@ class SynDesignParameters:
   """User-set synapse parameters, per fibre class (high, medium, low spont)."""
 
   n_classes: int = 3
-  healthy_n_fibers: np.ndarray = dataclasses.field(
-      default_factory=_default_fibers
-  )
-  spont_rates: np.ndarray = dataclasses.field(
-      default_factory=lambda: np.array([50, 6, 1])
-  )  # spikes/s
+  healthy_n_fibers: np.ndarray = dataclasses.field(default_factory=_default_fibers)
+  spont_rates: np.ndarray = dataclasses.field(default_factory=lambda: np.array([50, 6, 1]))  # spikes/s
   sat_rates: float = 200.0  # spikes/s
   sat_reservoir: float = 0.2
   v_width: float = 0.02
   tau_lpf: float = 0.000080
   reservoir_tau: float = 0.02
-  agc_weights: np.ndarray = dataclasses.field(
-      default_factory=_default_agc_weights
-  )  # multiplied by fs at design time
+  agc_weights: np.ndarray = dataclasses.field(default_factory=_default_agc_weights)  # multiplied by fs at design time
 
   @classmethod
   def from_ihcs_per_channel(
-      cls,
-      ihcs_per_channel: int | None = None,
-      healthy_n_fibers: np.ndarray | None = None,
-      agc_weights: np.ndarray | None = None,
-      **kwargs,
-  ) -> "SynDesignParameters":
+    cls,
+    ihcs_per_channel: int | None = None,
+    healthy_n_fibers: np.ndarray | None = None,
+    agc_weights: np.ndarray | None = None,
+    **kwargs,
+  ) -> SynDesignParameters:
     """Parameters for ``ihcs_per_channel`` IHCs per channel (default 10).
 
     Fibre counts are given per IHC and multiplied by it; AGC weights are
@@ -69,16 +63,14 @@ class SynDesignParameters:
     """
     ihcs = DEFAULT_IHCS_PER_CHANNEL if ihcs_per_channel is None else ihcs_per_channel
     fibers = np.array(
-        _HEALTHY_FIBERS_PER_IHC if healthy_n_fibers is None else healthy_n_fibers,
-        dtype=np.float64,
+      _HEALTHY_FIBERS_PER_IHC if healthy_n_fibers is None else healthy_n_fibers,
+      dtype=np.float64,
     )
     weights = np.array(
-        _AGC_WEIGHTS_PER_IHC if agc_weights is None else agc_weights,
-        dtype=np.float64,
+      _AGC_WEIGHTS_PER_IHC if agc_weights is None else agc_weights,
+      dtype=np.float64,
     )
-    return cls(
-        healthy_n_fibers=fibers * ihcs, agc_weights=weights / ihcs, **kwargs
-    )
+    return cls(healthy_n_fibers=fibers * ihcs, agc_weights=weights / ihcs, **kwargs)
 
 
 @static_dataclass
@@ -115,7 +107,7 @@ class SynState:
 
 
 def design_and_init_syn(
-    params: SynDesignParameters, fs: float, n_ch: int, enabled: bool, dtype
+  params: SynDesignParameters, fs: float, n_ch: int, enabled: bool, dtype
 ) -> tuple[SynHypers, SynWeights | None, SynState | None]:
   """Designs the synapse (when ``enabled``) and returns its resting state."""
   if not enabled:
@@ -137,28 +129,26 @@ def design_and_init_syn(
   agc_weights = fs * np.asarray(params.agc_weights)
   healthy = np.asarray(params.healthy_n_fibers, dtype=np.float64)
   weights = SynWeights(
-      n_fibers=as_leaf(np.ones((n_ch, 1)) * healthy, dtype),
-      v_widths=as_leaf(v_widths, dtype),
-      v_halfs=as_leaf(offsets * v_widths, dtype),
-      a1=as_leaf(a1, dtype),
-      a2=as_leaf(a2, dtype),
-      agc_weights=as_leaf(agc_weights, dtype),
-      spont_p=as_leaf(spont_p, dtype),
-      spont_sub=as_leaf((healthy * spont_p) @ agc_weights, dtype),
-      res_lpf_inits=as_leaf(q0, dtype),
-      res_coeff=as_leaf(1 - math.exp(-1 / (params.reservoir_tau * fs)), dtype),
-      lpf_coeff=as_leaf(1 - math.exp(-1 / (params.tau_lpf * fs)), dtype),
+    n_fibers=as_leaf(np.ones((n_ch, 1)) * healthy, dtype),
+    v_widths=as_leaf(v_widths, dtype),
+    v_halfs=as_leaf(offsets * v_widths, dtype),
+    a1=as_leaf(a1, dtype),
+    a2=as_leaf(a2, dtype),
+    agc_weights=as_leaf(agc_weights, dtype),
+    spont_p=as_leaf(spont_p, dtype),
+    spont_sub=as_leaf((healthy * spont_p) @ agc_weights, dtype),
+    res_lpf_inits=as_leaf(q0, dtype),
+    res_coeff=as_leaf(1 - math.exp(-1 / (params.reservoir_tau * fs)), dtype),
+    lpf_coeff=as_leaf(1 - math.exp(-1 / (params.tau_lpf * fs)), dtype),
   )
   state = SynState(
-      reservoirs=as_leaf(np.ones((n_ch, 1)) * q0, dtype),
-      lpf_state=as_leaf(np.ones((n_ch, 1)) * spont_p, dtype),
+    reservoirs=as_leaf(np.ones((n_ch, 1)) * q0, dtype),
+    lpf_state=as_leaf(np.ones((n_ch, 1)) * spont_p, dtype),
   )
   return SynHypers(do_syn=True, n_classes=n_classes), weights, state
 
 
-def syn_step(
-    v_recep: jax.Array, weights: SynWeights, state: SynState
-) -> tuple[jax.Array, jax.Array, SynState]:
+def syn_step(v_recep: jax.Array, weights: SynWeights, state: SynState) -> tuple[jax.Array, jax.Array, SynState]:
   """One sample of the synapse for receptor potentials ``v_recep`` (n_ch,).
 
   Returns (syn_out (n_ch,), firings (n_ch, n_classes), new_state); firings are

@@ -12,8 +12,8 @@ GIL while a compiled call runs, so plain threads suffice.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -28,10 +28,10 @@ def available_cores() -> int:
 
 
 def mean_value_and_grad(
-    value_and_grad: Callable,
-    weights,
-    examples: Sequence,
-    n_workers: int | None = None,
+  value_and_grad: Callable,
+  weights,
+  examples: Sequence,
+  n_workers: int | None = None,
 ) -> tuple[jax.Array, object]:
   """The mean over ``examples`` of ``value_and_grad(weights, example)``.
 

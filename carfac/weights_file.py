@@ -57,8 +57,8 @@ def design_sha256(hypers: CarfacHypers) -> str:
 
 def _leaves_by_path(weights: CarfacWeights) -> dict[str, np.ndarray]:
   return {
-      jax.tree_util.keystr(path).lstrip("."): np.asarray(leaf)
-      for path, leaf in jax.tree_util.tree_flatten_with_path(weights)[0]
+    jax.tree_util.keystr(path).lstrip("."): np.asarray(leaf)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(weights)[0]
   }
 
 
@@ -66,13 +66,13 @@ def save_weights(path: str | os.PathLike, weights: CarfacWeights, hypers: Carfac
   """Writes ``weights``, designed by ``hypers``, to ``path`` (an ``.npz``)."""
   leaves = _leaves_by_path(weights)
   meta = {
-      "format": FORMAT,
-      "version": VERSION,
-      "design_sha256": design_sha256(hypers),
-      "fs": hypers.fs,
-      "n_ears": hypers.n_ears,
-      "n_ch": hypers.ears[0].n_ch,
-      "leaves": [{"path": p, "dtype": a.dtype.str, "shape": list(a.shape)} for p, a in leaves.items()],
+    "format": FORMAT,
+    "version": VERSION,
+    "design_sha256": design_sha256(hypers),
+    "fs": hypers.fs,
+    "n_ears": hypers.n_ears,
+    "n_ch": hypers.ears[0].n_ch,
+    "leaves": [{"path": p, "dtype": a.dtype.str, "shape": list(a.shape)} for p, a in leaves.items()],
   }
   with open(path, "wb") as file:
     np.savez(file, **{_META: np.asarray(json.dumps(meta))}, **leaves)
@@ -89,7 +89,9 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray
   except (KeyError, ValueError) as error:
     raise WeightsFileError(f"{path}: no {_META} record; not written by carfac.save_weights") from error
   if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-    raise WeightsFileError(f"{path}: format {meta.get('format')!r} v{meta.get('version')}, expected {FORMAT} v{VERSION}")
+    raise WeightsFileError(
+      f"{path}: format {meta.get('format')!r} v{meta.get('version')}, expected {FORMAT} v{VERSION}"
+    )
   return meta, arrays
 
 
@@ -112,9 +114,9 @@ def load_weights(path: str | os.PathLike, hypers: CarfacHypers, like: CarfacWeig
   meta, arrays = _read(path)
   if meta["design_sha256"] != design_sha256(hypers):
     raise WeightsFileError(
-        f"{path}: saved for another design (fs {meta['fs']}, {meta['n_ears']} ears, {meta['n_ch']} "
-        f"channels; this one: fs {hypers.fs}, {hypers.n_ears} ears, {hypers.ears[0].n_ch} channels, "
-        "or equal counts with other parameters)"
+      f"{path}: saved for another design (fs {meta['fs']}, {meta['n_ears']} ears, {meta['n_ch']} "
+      f"channels; this one: fs {hypers.fs}, {hypers.n_ears} ears, {hypers.ears[0].n_ch} channels, "
+      "or equal counts with other parameters)"
     )
   expected = _leaves_by_path(like)
   if set(arrays) != set(expected):
@@ -124,7 +126,7 @@ def load_weights(path: str | os.PathLike, hypers: CarfacHypers, like: CarfacWeig
     stored = arrays[name]
     if stored.shape != template.shape or stored.dtype.kind != template.dtype.kind:
       raise WeightsFileError(
-          f"{path}: {name} is {stored.dtype} {stored.shape}, the design has {template.dtype} {template.shape}"
+        f"{path}: {name} is {stored.dtype} {stored.shape}, the design has {template.dtype} {template.shape}"
       )
   # Float weights come back in the design's precision (float64 fits may run in float32).
   leaves = [jax.numpy.asarray(arrays[name], template.dtype) for name, template in expected.items()]

@@ -42,8 +42,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterable, Awaitable, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from websockets.exceptions import WebSocketException
@@ -72,7 +73,7 @@ def outputs_argument(text: str) -> tuple[str, ...]:
 
 
 def save_npz(
-    path: Path, frames: np.ndarray, ready: dict[str, Any], source: str, dropped_rows: int, pitchogram=None
+  path: Path, frames: np.ndarray, ready: dict[str, Any], source: str, dropped_rows: int, pitchogram=None
 ) -> None:
   """Writes frames (n, channels, ears) with what they are: the keys of ``carfac-nap``, and ``dropped_rows``;
   with ``pitchogram`` rows (n_blocks, lags + 2, 1), those and their lags too; with a hearing profile,
@@ -86,20 +87,20 @@ def save_npz(
   if pitchogram is not None:
     rows = np.asarray(pitchogram)[..., 0]
     extra.update(
-        pitchogram=rows[:, :-2],
-        vowel_coords=rows[:, -2:],
-        pitchogram_lags_s=np.asarray(ready["pictures"]["lags_s"]),
-        block_samples=ready["block_samples"],
+      pitchogram=rows[:, :-2],
+      vowel_coords=rows[:, -2:],
+      pitchogram_lags_s=np.asarray(ready["pictures"]["lags_s"]),
+      block_samples=ready["block_samples"],
     )
   save_nap_npz(
-      path,
-      frames,
-      ready["centre_frequencies_hz"],
-      ready["model_rate"],
-      ready["hop_samples"],
-      source,
-      dropped_rows=dropped_rows,
-      **extra,
+    path,
+    frames,
+    ready["centre_frequencies_hz"],
+    ready["model_rate"],
+    ready["hop_samples"],
+    source,
+    dropped_rows=dropped_rows,
+    **extra,
   )
 
 
@@ -129,7 +130,7 @@ async def _stream_file(args: argparse.Namespace, stop: threading.Event) -> Sessi
   source = FileSource(args.file)
   source.chunk_frames = max(1, round(args.chunk_ms * source.sample_rate / 1000))
   request = StreamRequest(
-      source.sample_rate, source.channels, args.format, args.hop_ms, args.outputs, hearing=hearing_request(args)
+    source.sample_rate, source.channels, args.format, args.hop_ms, args.outputs, hearing=hearing_request(args)
   )
   progress = Progress(source.frames / source.sample_rate, sys.stderr if sys.stderr.isatty() else None)
 
@@ -225,8 +226,8 @@ def stream_command(args: argparse.Namespace) -> int:
   written = " and ".join(str(path) for path in written)
   pitchogram_note = "" if pitchogram is None else f", {len(pitchogram)} pitchogram columns"
   print(
-      f"{source} -> {written}: {len(frames)} frames x {frames.shape[1]} channels x {frames.shape[2]} ear(s), "
-      f"hop {1000 * hop_s:.2f} ms, model {ready['model_rate']:g} Hz{pitchogram_note}"
+    f"{source} -> {written}: {len(frames)} frames x {frames.shape[1]} channels x {frames.shape[2]} ear(s), "
+    f"hop {1000 * hop_s:.2f} ms, model {ready['model_rate']:g} Hz{pitchogram_note}"
   )
   if end["reason"] != "stop":
     print(f"warning: the server ended the stream early ({end['reason']})", file=sys.stderr)
@@ -242,42 +243,42 @@ def parser() -> argparse.ArgumentParser:
   command.add_argument("file", type=Path, nargs="?", help="an audio file (WAV, FLAC, OGG, ...)")
   command.add_argument("--mic", action="store_true", help="stream the microphone instead of a file")
   command.add_argument("--url", default=DEFAULT_URL, help=f"the server's stream endpoint (default {DEFAULT_URL})")
-  command.add_argument(
-      "--token", default=os.environ.get("CARFAC_TOKEN"), help="bearer token (default: $CARFAC_TOKEN)"
-  )
+  command.add_argument("--token", default=os.environ.get("CARFAC_TOKEN"), help="bearer token (default: $CARFAC_TOKEN)")
   command.add_argument("--out", type=Path, help="write the frames and their metadata to this .npz")
-  command.add_argument("--png", type=Path, help="draw the cochleagram (or, with only pitchogram, the pitchogram) into this PNG")
   command.add_argument(
-      "--outputs",
-      type=outputs_argument,
-      default=("frames",),
-      help="what to ask for, comma-separated: frames (the NAP, default), pitchogram (mono; the server's --pitchogram)",
+    "--png", type=Path, help="draw the cochleagram (or, with only pitchogram, the pitchogram) into this PNG"
+  )
+  command.add_argument(
+    "--outputs",
+    type=outputs_argument,
+    default=("frames",),
+    help="what to ask for, comma-separated: frames (the NAP, default), pitchogram (mono; the server's --pitchogram)",
   )
   add_hearing_arguments(command)
   command.add_argument("--light", action="store_true", help="draw the pitchogram in the light theme (white background)")
   command.add_argument(
-      "--realtime", action="store_true", help="send a file at its own pace (default: as fast as the server reads)"
+    "--realtime", action="store_true", help="send a file at its own pace (default: as fast as the server reads)"
   )
   command.add_argument("--hop-ms", type=float, help="frame hop, ms (default: the server's)")
   command.add_argument("--format", choices=sorted(SAMPLE_FORMATS), default="f32le", help="sample format on the wire")
   command.add_argument("--chunk-ms", type=float, default=20.0, help="audio per message for a file, ms")
   command.add_argument(
-      "--device", type=device_argument, help="input device name or index (--mic; default: the system's)"
+    "--device", type=device_argument, help="input device name or index (--mic; default: the system's)"
   )
   command.add_argument("--rate", type=float, help="capture rate, Hz (--mic; default: the device's)")
   command.add_argument("--seconds", type=float, help="stop the microphone after this long (default: Ctrl-C)")
   command.add_argument(
-      "--retries",
-      type=int,
-      default=3,
-      help="when the server refuses the start for now (pool_full, too_many_connections, not_ready, "
-      "shutting_down), try again this many times (behind a load balancer: another replica); default 3",
+    "--retries",
+    type=int,
+    default=3,
+    help="when the server refuses the start for now (pool_full, too_many_connections, not_ready, "
+    "shutting_down), try again this many times (behind a load balancer: another replica); default 3",
   )
   command.add_argument(
-      "--retry-backoff-s",
-      type=float,
-      default=0.5,
-      help="wait before the first retry, doubled before each next one (default 0.5 s)",
+    "--retry-backoff-s",
+    type=float,
+    default=0.5,
+    help="wait before the first retry, doubled before each next one (default 0.5 s)",
   )
   return top
 

@@ -49,14 +49,14 @@ def draw(axes, frames: np.ndarray, centre_frequencies: np.ndarray, hop_s: float,
   image = mono_frames(frames).T
   n = image.shape[1]
   artist = axes.imshow(
-      image,
-      aspect="auto",
-      origin="upper",
-      interpolation="nearest",
-      cmap="magma",
-      vmin=0.0,
-      vmax=vmax if vmax is not None else colour_limit(image),
-      extent=(t0, t0 + n * hop_s, image.shape[0] - 0.5, -0.5),
+    image,
+    aspect="auto",
+    origin="upper",
+    interpolation="nearest",
+    cmap="magma",
+    vmin=0.0,
+    vmax=vmax if vmax is not None else colour_limit(image),
+    extent=(t0, t0 + n * hop_s, image.shape[0] - 0.5, -0.5),
   )
   ticks, labels = frequency_ticks(centre_frequencies)
   axes.set_yticks(ticks, labels)
@@ -81,7 +81,7 @@ def render(frames: np.ndarray, centre_frequencies: np.ndarray, hop_s: float, tit
 
 
 def save_png(
-    path: str | Path, frames: np.ndarray, centre_frequencies: np.ndarray, hop_s: float, title: str = ""
+  path: str | Path, frames: np.ndarray, centre_frequencies: np.ndarray, hop_s: float, title: str = ""
 ) -> Path:
   """Renders a whole recording (``render``) into a PNG file."""
   path = Path(path)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class LocalFeed:
     hop = samples_for_ms(hop_ms, model_rate)
     pictures = carfac.PitchogramPipelineParams(num_samples_per_segment=block) if pitchogram else None
     self._pool = StreamPool(
-        carfac.CarfacDesignParameters(fs=model_rate), capacity=1, block_size=block, hop=hop, pitchogram=pictures
+      carfac.CarfacDesignParameters(fs=model_rate), capacity=1, block_size=block, hop=hop, pitchogram=pictures
     )
     self.centre_frequencies = self._pool.centre_frequencies()
     self.hop_s = hop / model_rate
@@ -47,7 +48,7 @@ class LocalFeed:
 
   @contextlib.contextmanager
   def streaming(
-      self, mic: MicrophoneSource, on_frames: OnFrames, on_pitchogram: OnPitchogram | None = None
+    self, mic: MicrophoneSource, on_frames: OnFrames, on_pitchogram: OnPitchogram | None = None
   ) -> Iterator[None]:
     def on_result(result) -> None:
       on_frames(result.frames)
@@ -81,7 +82,7 @@ class RemoteFeed:
 
   @contextlib.contextmanager
   def streaming(
-      self, mic: MicrophoneSource, on_frames: OnFrames, on_pitchogram: OnPitchogram | None = None
+    self, mic: MicrophoneSource, on_frames: OnFrames, on_pitchogram: OnPitchogram | None = None
   ) -> Iterator[None]:
     stop, answered = threading.Event(), threading.Event()
     failures: list[Exception] = []
@@ -107,7 +108,7 @@ class RemoteFeed:
       chunks = in_thread(mic, stop)
       try:
         self.session = asyncio.run(
-            stream(self.url, request, chunks, headers=self.headers, on_ready=on_ready, on_frames=on_rows)
+          stream(self.url, request, chunks, headers=self.headers, on_ready=on_ready, on_frames=on_rows)
         )
       except Exception as err:  # handed to the caller's thread below
         failures.append(err)

@@ -45,13 +45,13 @@ class LiveView:
   """
 
   def __init__(
-      self,
-      centre_frequencies: np.ndarray,
-      hop_s: float,
-      history_s: float = 5.0,
-      figure=None,
-      lags_s: np.ndarray | None = None,
-      block_s: float | None = None,
+    self,
+    centre_frequencies: np.ndarray,
+    hop_s: float,
+    history_s: float = 5.0,
+    figure=None,
+    lags_s: np.ndarray | None = None,
+    block_s: float | None = None,
   ):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -70,7 +70,7 @@ class LiveView:
     self.image_axes = self.figure.add_subplot(grid[0, 0])
     self.meter_axes = self.figure.add_subplot(grid[0, 1])
     self.image = cochleagram.draw(
-        self.image_axes, self.history, self.centre_frequencies, hop_s, t0=-len(self.history) * hop_s, vmax=1.0
+      self.image_axes, self.history, self.centre_frequencies, hop_s, t0=-len(self.history) * hop_s, vmax=1.0
     )
     self.image_axes.set_title("CARFAC live cochleagram")
     self.meter = self.meter_axes.bar([0], [0.0], bottom=LEVEL_RANGE_DB[0], color="tab:green")[0]
@@ -83,7 +83,7 @@ class LiveView:
       self.pitch_history = np.zeros((max(1, round(history_s / block_s)), len(lags_s) + 2), np.float32)
       self.pitch_axes = self.figure.add_subplot(grid[1, 0])
       self.pitch_image = pitchogram_picture.draw(
-          self.pitch_axes, self.pitch_history, lags_s, block_s, t0=-len(self.pitch_history) * block_s
+        self.pitch_axes, self.pitch_history, lags_s, block_s, t0=-len(self.pitch_history) * block_s
       )
       self.pitch_axes.set_title("pitchogram")
 
@@ -148,8 +148,11 @@ def run(args: argparse.Namespace) -> LiveView:
   else:
     feed = LocalFeed(args.model_rate, args.hop_ms, args.block, args.pitchogram)
   rows: queue.Queue[tuple[str, np.ndarray]] = queue.Queue()
-  with MicrophoneSource(args.device, args.rate, channels=1) as mic, feed.streaming(
+  with (
+    MicrophoneSource(args.device, args.rate, channels=1) as mic,
+    feed.streaming(
       mic, lambda frames: rows.put(("frames", frames)), lambda pitchogram: rows.put(("pitchogram", pitchogram))
+    ),
   ):
     window = None
     if not args.snapshot:
@@ -193,14 +196,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--rate", type=float, default=None, help="capture rate, Hz (default: the device's)")
   parser.add_argument("--url", help="a CARFAC server's endpoint, ws://HOST:PORT/v1/stream (default: run locally)")
   parser.add_argument(
-      "--token", default=os.environ.get("CARFAC_TOKEN"), help="the server's bearer token (default: $CARFAC_TOKEN)"
+    "--token", default=os.environ.get("CARFAC_TOKEN"), help="the server's bearer token (default: $CARFAC_TOKEN)"
   )
   parser.add_argument("--model-rate", type=float, default=22050.0, help="the model's sample rate, Hz (local engine)")
   parser.add_argument("--hop-ms", type=float, default=10.0, help="frame hop, ms")
   parser.add_argument("--block", type=int, default=256, help="model samples per engine step (local engine)")
   parser.add_argument("--history", type=float, default=5.0, help="seconds shown")
   parser.add_argument(
-      "--pitchogram", action="store_true", help="draw the pitchogram too (with --url: a server with --pitchogram)"
+    "--pitchogram", action="store_true", help="draw the pitchogram too (with --url: a server with --pitchogram)"
   )
   parser.add_argument("--seconds", type=float, default=None, help="stop after this long (default: when closed)")
   parser.add_argument("--snapshot", type=Path, help="run off-screen for --seconds (default 3), then save a PNG")

@@ -38,11 +38,11 @@ def draw(axes, rows: np.ndarray, lags_s: np.ndarray, block_s: float, light_theme
   """Draws pitchogram rows on ``axes`` (time in s, lag in ms); returns the AxesImage."""
   picture = image(rows, light_theme)
   artist = axes.imshow(
-      picture,
-      aspect="auto",
-      origin="upper",
-      interpolation="nearest",
-      extent=(t0, t0 + picture.shape[1] * block_s, picture.shape[0] - 0.5, -0.5),
+    picture,
+    aspect="auto",
+    origin="upper",
+    interpolation="nearest",
+    extent=(t0, t0 + picture.shape[1] * block_s, picture.shape[0] - 0.5, -0.5),
   )
   ticks, labels = lag_ticks(lags_s)
   axes.set_yticks(ticks, labels)
@@ -66,7 +66,7 @@ def render(rows: np.ndarray, lags_s: np.ndarray, block_s: float, title: str = ""
 
 
 def save_png(
-    path: str | Path, rows: np.ndarray, lags_s: np.ndarray, block_s: float, title: str = "", light_theme: bool = False
+  path: str | Path, rows: np.ndarray, lags_s: np.ndarray, block_s: float, title: str = "", light_theme: bool = False
 ) -> Path:
   """Renders a whole recording's pitchogram (``render``) into a PNG file."""
   path = Path(path)

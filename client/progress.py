@@ -8,7 +8,8 @@ terminal) it only counts.
 from __future__ import annotations
 
 import time
-from typing import AsyncIterable, AsyncIterator, TextIO
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import TextIO
 
 import numpy as np
 

@@ -54,10 +54,10 @@ class StreamRequest:
   def start_message(self) -> str:
     """The JSON start message."""
     message: dict[str, Any] = {
-        "type": "start",
-        "sample_rate": float(self.sample_rate),
-        "channels": self.channels,
-        "format": self.format,
+      "type": "start",
+      "sample_rate": float(self.sample_rate),
+      "channels": self.channels,
+      "format": self.format,
     }
     if self.hop_ms is not None:
       message["hop_ms"] = float(self.hop_ms)
@@ -88,10 +88,10 @@ class FrameDecoder:
   @classmethod
   def from_ready(cls, ready: dict[str, Any]) -> FrameDecoder:
     return cls(
-        struct.Struct(ready["header"]["struct"]),
-        tuple(ready["header"]["fields"]),
-        np.dtype(ready["payload"]["dtype"]),
-        tuple(ready["payload"]["layout"]),
+      struct.Struct(ready["header"]["struct"]),
+      tuple(ready["header"]["fields"]),
+      np.dtype(ready["payload"]["dtype"]),
+      tuple(ready["payload"]["layout"]),
     )
 
   def decode(self, data: bytes) -> tuple[dict[str, int], np.ndarray]:

@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from typing import Any, AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from typing import Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
@@ -124,7 +125,7 @@ class Session:
 
 
 async def collect(
-    ws: ClientConnection, session: Session, on_ready: OnReady | None = None, on_frames: OnFrames | None = None
+  ws: ClientConnection, session: Session, on_ready: OnReady | None = None, on_frames: OnFrames | None = None
 ) -> Session:
   """Reads until the server closes, filing every message into ``session``; records the close code."""
   try:
@@ -142,15 +143,15 @@ async def collect(
 
 
 async def stream(
-    url: str,
-    request: StreamRequest,
-    audio: AsyncIterable[np.ndarray],
-    *,
-    headers: Mapping[str, str] | None = None,
-    on_ready: OnReady | None = None,
-    on_frames: OnFrames | None = None,
-    reply_timeout_s: float = REPLY_TIMEOUT_S,
-    **connect_args: Any,
+  url: str,
+  request: StreamRequest,
+  audio: AsyncIterable[np.ndarray],
+  *,
+  headers: Mapping[str, str] | None = None,
+  on_ready: OnReady | None = None,
+  on_frames: OnFrames | None = None,
+  reply_timeout_s: float = REPLY_TIMEOUT_S,
+  **connect_args: Any,
 ) -> Session:
   """One stream of ``audio`` chunks ((n, channels) float) through protocol v1; returns all that came back.
 
@@ -213,10 +214,10 @@ OnRetry = Callable[[int, dict[str, Any], float], None]
 
 
 async def with_retries(
-    attempt: Callable[[], Awaitable[Session]],
-    retries: int,
-    backoff_s: float,
-    on_retry: OnRetry | None = None,
+  attempt: Callable[[], Awaitable[Session]],
+  retries: int,
+  backoff_s: float,
+  on_retry: OnRetry | None = None,
 ) -> Session:
   """``attempt()`` again while the server refuses it for now, at most ``retries`` more times.
 
@@ -251,7 +252,7 @@ async def _ready_or_closed(ready: asyncio.Event, reader: asyncio.Task, timeout_s
 
 
 async def _send(
-    ws: ClientConnection, request: StreamRequest, audio: AsyncIterable[np.ndarray], reader: asyncio.Task
+  ws: ClientConnection, request: StreamRequest, audio: AsyncIterable[np.ndarray], reader: asyncio.Task
 ) -> None:
   """The audio chunks, then stop; ends early, quietly, if the server closes or the reader failed."""
   try:

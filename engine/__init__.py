@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    "BlockResult": "engine.pool",
-    "StreamPool": "engine.pool",
-    "max_frames": "engine.frames",
-    "reduce_to_frames": "engine.frames",
+  "BlockResult": "engine.pool",
+  "StreamPool": "engine.pool",
+  "max_frames": "engine.frames",
+  "reduce_to_frames": "engine.frames",
 }
 
 __all__ = sorted(_LAZY)

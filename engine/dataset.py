@@ -24,9 +24,9 @@ import glob
 import json
 import os
 import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
@@ -39,7 +39,19 @@ from engine.pool import StreamPool
 MANIFEST = "manifest.jsonl"
 LIST_SUFFIXES = (".txt", ".lst")
 AUDIO_SUFFIXES = (
-    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64", ".rf64"
+  ".wav",
+  ".flac",
+  ".ogg",
+  ".oga",
+  ".opus",
+  ".mp3",
+  ".aif",
+  ".aiff",
+  ".aifc",
+  ".au",
+  ".caf",
+  ".w64",
+  ".rf64",
 )
 _GLOB_CHARACTERS = set("*?[")
 
@@ -190,10 +202,10 @@ class DatasetConverter:
   """Runs jobs through one pool per ear count; see the module doc."""
 
   def __init__(
-      self,
-      options: Options,
-      on_progress: Callable[[Job, str, float], None] | None = None,
-      refused_ears: Collection[int] = (),
+    self,
+    options: Options,
+    on_progress: Callable[[Job, str, float], None] | None = None,
+    refused_ears: Collection[int] = (),
   ):
     """``refused_ears``: ear counts whose files fail (e.g. ``--weights`` of the other ear count's design)."""
     self.options = options
@@ -207,13 +219,13 @@ class DatasetConverter:
     if ears not in self._pools:
       o = self.options
       self._pools[ears] = StreamPool(
-          o.design(ears),
-          capacity=o.batch,
-          block_size=self.block_size,
-          hop=o.hop,
-          raw_outputs=o.raw_outputs,
-          shards=o.shards,
-          weights=o.weights.get(ears),
+        o.design(ears),
+        capacity=o.batch,
+        block_size=self.block_size,
+        hop=o.hop,
+        raw_outputs=o.raw_outputs,
+        shards=o.shards,
+        weights=o.weights.get(ears),
       )
     return self._pools[ears]
 
@@ -303,7 +315,7 @@ class DatasetConverter:
     summary.done += 1
     summary.audio_seconds += seconds
     manifest.write(
-        job, "done", seconds=round(seconds, 6), frames=len(frames), sample_rate_hz=loaded.rate, ears=loaded.channels
+      job, "done", seconds=round(seconds, 6), frames=len(frames), sample_rate_hz=loaded.rate, ears=loaded.channels
     )
     self.on_progress(job, "done", seconds)
 

@@ -8,8 +8,8 @@ resamples to the model's rate. Every format libsndfile reads is accepted.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

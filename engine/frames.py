@@ -22,11 +22,11 @@ def max_frames(block_size: int, hop: int) -> int:
 
 
 def reduce_to_frames(
-    naps: jax.Array,
-    carry_sum: jax.Array,
-    carry_count: jax.Array,
-    hop: int | jax.Array,
-    n_out: int | None = None,
+  naps: jax.Array,
+  carry_sum: jax.Array,
+  carry_count: jax.Array,
+  hop: int | jax.Array,
+  n_out: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """Closes the hops that end inside this block.
 

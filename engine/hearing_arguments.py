@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-PROFILE_NAMES = ("normal", "mild-high-frequency", "moderate-sloping", "noise-notch")  # carfac.hearing.EXAMPLE_AUDIOGRAMS
+PROFILE_NAMES = (
+  "normal",
+  "mild-high-frequency",
+  "moderate-sloping",
+  "noise-notch",
+)  # carfac.hearing.EXAMPLE_AUDIOGRAMS
 
 
 def audiogram_argument(text: str) -> dict[str, list[float]]:
@@ -28,21 +33,21 @@ def add_hearing_arguments(parser: argparse.ArgumentParser) -> None:
   """Adds ``--hearing-profile`` / ``--audiogram`` (one or the other) and ``--level-db-spl``."""
   profile = parser.add_mutually_exclusive_group()
   profile.add_argument(
-      "--hearing-profile",
-      metavar="NAME",
-      choices=PROFILE_NAMES,
-      help=f"listen with an example hearing loss: {', '.join(PROFILE_NAMES)} (README, 'Hearing profiles')",
+    "--hearing-profile",
+    metavar="NAME",
+    choices=PROFILE_NAMES,
+    help=f"listen with an example hearing loss: {', '.join(PROFILE_NAMES)} (README, 'Hearing profiles')",
   )
   profile.add_argument(
-      "--audiogram",
-      type=audiogram_argument,
-      metavar="HZ:DB,...",
-      help="listen with this hearing loss (dB HL at each frequency), e.g. 500:10,1000:20,4000:50",
+    "--audiogram",
+    type=audiogram_argument,
+    metavar="HZ:DB,...",
+    help="listen with this hearing loss (dB HL at each frequency), e.g. 500:10,1000:20,4000:50",
   )
   parser.add_argument(
-      "--level-db-spl",
-      type=float,
-      help="the sound level a full-scale sine stands for (default: the model's own scale, about 104 dB SPL)",
+    "--level-db-spl",
+    type=float,
+    help="the sound level a full-scale sine stands for (default: the model's own scale, about 104 dB SPL)",
   )
 
 

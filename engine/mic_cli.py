@@ -24,10 +24,7 @@ from engine.runner import EngineRunner
 
 def _print_devices() -> None:
   for device in list_input_devices():
-    print(
-        f"{device.index:3d}  {device.name}  ({device.max_input_channels} in, "
-        f"{device.default_sample_rate:g} Hz)"
-    )
+    print(f"{device.index:3d}  {device.name}  ({device.max_input_channels} in, {device.default_sample_rate:g} Hz)")
 
 
 def _monitor(device: int | str | None, sample_rate: float | None, seconds: float | None) -> None:
@@ -44,7 +41,9 @@ def _monitor(device: int | str | None, sample_rate: float | None, seconds: float
       level = np.mean(pending, axis=0)
       pending.clear()
       loudest = int(level.argmax())
-      print(f"{time.strftime('%H:%M:%S')}  {centre_frequencies[loudest]:7.1f} Hz  (NAP {level[loudest]:.4f})", flush=True)
+      print(
+        f"{time.strftime('%H:%M:%S')}  {centre_frequencies[loudest]:7.1f} Hz  (NAP {level[loudest]:.4f})", flush=True
+      )
 
   with MicrophoneSource(device, sample_rate) as mic:
     print(f"{mic.device_name}: {mic.sample_rate:g} Hz -> model {model_rate:g} Hz; Ctrl-C stops", flush=True)
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="carfac-mic", description=__doc__.split("\n\n")[0])
   parser.add_argument("--list-devices", action="store_true", help="list input devices and exit")
   parser.add_argument(
-      "--device", type=device_argument, help="input device index or name (default: the system's default input)"
+    "--device", type=device_argument, help="input device index or name (default: the system's default input)"
   )
   parser.add_argument("--rate", type=float, help="capture rate in Hz (default: the device's)")
   parser.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -22,8 +22,8 @@ from engine.optional_import import import_optional
 from engine.ring_buffer import RingBuffer
 
 _INSTALL_HINT = (
-    "the microphone needs the PortAudio library (Debian: libportaudio2, see "
-    "scripts/install_system_packages.sh) and the audio extra (pip install -e '.[audio]')"
+  "the microphone needs the PortAudio library (Debian: libportaudio2, see "
+  "scripts/install_system_packages.sh) and the audio extra (pip install -e '.[audio]')"
 )
 _POLL_SECONDS = 0.002  # how often read_block looks for new samples
 
@@ -50,9 +50,9 @@ class InputDevice:
 def list_input_devices() -> list[InputDevice]:
   """Every device with at least one input channel."""
   return [
-      InputDevice(info["index"], info["name"], info["max_input_channels"], info["default_samplerate"])
-      for info in _sounddevice().query_devices()
-      if info["max_input_channels"] > 0
+    InputDevice(info["index"], info["name"], info["max_input_channels"], info["default_samplerate"])
+    for info in _sounddevice().query_devices()
+    if info["max_input_channels"] > 0
   ]
 
 
@@ -75,13 +75,13 @@ class MicrophoneSource:
   """
 
   def __init__(
-      self,
-      device: int | str | None = None,
-      sample_rate: float | None = None,
-      channels: int = 1,
-      buffer_seconds: float = 2.0,
-      block_frames: int = 0,
-      timeout: float = 2.0,
+    self,
+    device: int | str | None = None,
+    sample_rate: float | None = None,
+    channels: int = 1,
+    buffer_seconds: float = 2.0,
+    block_frames: int = 0,
+    timeout: float = 2.0,
   ):
     sd = _sounddevice()
     info = sd.query_devices(device, kind="input")
@@ -95,12 +95,12 @@ class MicrophoneSource:
     self.input_overflows = 0  # callbacks flagged input_overflow by PortAudio
     try:
       self._stream = sd.InputStream(
-          device=self.device_index,
-          samplerate=self.sample_rate,
-          channels=channels,
-          dtype="float32",
-          blocksize=block_frames,
-          callback=self._on_audio,
+        device=self.device_index,
+        samplerate=self.sample_rate,
+        channels=channels,
+        dtype="float32",
+        blocksize=block_frames,
+        callback=self._on_audio,
       )
     except sd.PortAudioError as err:
       raise MicrophoneError(f"cannot open {self.device_name!r} at {self.sample_rate:g} Hz: {err}") from err

@@ -61,11 +61,11 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
 
 
 def wav_to_nap_frames(
-    audio: np.ndarray,
-    params: carfac.CarfacDesignParameters,
-    hop: int,
-    frames_per_block: int = 64,
-    weights: carfac.CarfacWeights | None = None,
+  audio: np.ndarray,
+  params: carfac.CarfacDesignParameters,
+  hop: int,
+  frames_per_block: int = 64,
+  weights: carfac.CarfacWeights | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
   """Mean NAP per complete hop of ``audio`` (n_samp, n_ears), with the design's or trained ``weights``.
 
@@ -77,10 +77,7 @@ def wav_to_nap_frames(
   n_samp = audio.shape[0]
   padded = np.zeros((-(-n_samp // block) * block, audio.shape[1]), np.float32)
   padded[:n_samp] = audio
-  frames = [
-      pool.step({slot: padded[start : start + block]})[slot].frames
-      for start in range(0, len(padded), block)
-  ]
+  frames = [pool.step({slot: padded[start : start + block]})[slot].frames for start in range(0, len(padded), block)]
   # Frames that reach into the zero padding are not the file's.
   return np.concatenate(frames)[: n_samp // hop], pool.centre_frequencies()
 
@@ -127,8 +124,8 @@ def _one_file(args: argparse.Namespace, source: Path, output: Path) -> int:
   frames, centre_frequencies = wav_to_nap_frames(audio * np.float32(_input_gain(args)), params, hop, weights=weights)
   save_nap_npz(output, frames, centre_frequencies, rate, hop, str(source))
   print(
-      f"{source}: {audio.shape[0] / rate:.2f} s, {audio.shape[1]} ear(s) -> "
-      f"{output}: {frames.shape[0]} frames x {frames.shape[1]} channels"
+    f"{source}: {audio.shape[0] / rate:.2f} s, {audio.shape[1]} ear(s) -> "
+    f"{output}: {frames.shape[0]} frames x {frames.shape[1]} channels"
   )
   return 0
 
@@ -157,14 +154,14 @@ def _many_files(args: argparse.Namespace, inputs: list[str], out_dir: Path) -> i
     print(f"carfac-nap: --weights {args.weights}: {weights[1]}", file=sys.stderr)
     return 2
   options = dataset.Options(
-      model_rate=args.model_rate,
-      hop=samples_for_ms(args.hop_ms, args.model_rate),
-      batch=args.batch,
-      shards=args.shards,
-      ihc_style=args.ihc_style,
-      raw_outputs=args.raw,
-      weights={ears: w for ears, w in weights.items() if w is not None and not isinstance(w, Exception)},
-      input_gain=_input_gain(args),
+    model_rate=args.model_rate,
+    hop=samples_for_ms(args.hop_ms, args.model_rate),
+    batch=args.batch,
+    shards=args.shards,
+    ihc_style=args.ihc_style,
+    raw_outputs=args.raw,
+    weights={ears: w for ears, w in weights.items() if w is not None and not isinstance(w, Exception)},
+    input_gain=_input_gain(args),
   )
   wrong_design = {ears for ears, w in weights.items() if isinstance(w, Exception)}
   on_progress, close = dataset.progress_bar(len(jobs))
@@ -175,9 +172,9 @@ def _many_files(args: argparse.Namespace, inputs: list[str], out_dir: Path) -> i
     close()
   wall = time.perf_counter() - started
   print(
-      f"{len(jobs)} inputs -> {out_dir}: {summary.done} done, {summary.skipped} already there, "
-      f"{summary.failed} failed ({out_dir / dataset.MANIFEST}); {summary.audio_seconds:.1f} s of audio in "
-      f"{wall:.1f} s ({summary.audio_seconds / max(wall, 1e-9):.1f}x real time)"
+    f"{len(jobs)} inputs -> {out_dir}: {summary.done} done, {summary.skipped} already there, "
+    f"{summary.failed} failed ({out_dir / dataset.MANIFEST}); {summary.audio_seconds:.1f} s of audio in "
+    f"{wall:.1f} s ({summary.audio_seconds / max(wall, 1e-9):.1f}x real time)"
   )
   return 1 if summary.failed else 0
 
@@ -192,23 +189,23 @@ def _raw_argument(text: str) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="carfac-nap", description=__doc__.split("\n\n")[0])
   parser.add_argument(
-      "paths",
-      nargs="+",
-      metavar="INPUT",
-      help="IN.wav OUT.npz (one file), or INPUT... OUT_DIR: files, folders, globs and list files (@list or "
-      "*.txt), one OUT_DIR/<name>.npz each",
+    "paths",
+    nargs="+",
+    metavar="INPUT",
+    help="IN.wav OUT.npz (one file), or INPUT... OUT_DIR: files, folders, globs and list files (@list or "
+    "*.txt), one OUT_DIR/<name>.npz each",
   )
   parser.add_argument("--hop-ms", type=float, default=10.0, help="frame hop (default 10 ms)")
+  parser.add_argument("--ihc-style", default="two_cap", choices=carfac.IHC_STYLE_NAMES)
   parser.add_argument(
-      "--ihc-style", default="two_cap", choices=carfac.IHC_STYLE_NAMES
-  )
-  parser.add_argument(
-      "--weights", type=Path, help="trained weights (carfac.save_weights) of this design: the file's rate, ears and --ihc-style"
+    "--weights",
+    type=Path,
+    help="trained weights (carfac.save_weights) of this design: the file's rate, ears and --ihc-style",
   )
   add_hearing_arguments(parser)
   many = parser.add_argument_group("several inputs (INPUT... OUT_DIR)")
   many.add_argument(
-      "--model-rate", type=float, default=22050.0, help="every file is resampled to it (default 22050 Hz)"
+    "--model-rate", type=float, default=22050.0, help="every file is resampled to it (default 22050 Hz)"
   )
   many.add_argument("--batch", type=int, default=32, help="files stepped together per ear count (default 32)")
   many.add_argument("--shards", type=int, default=None, help="batches run in parallel (default: one per core)")

@@ -10,7 +10,7 @@ import numpy as np
 
 
 def save_nap_npz(
-    path, frames: np.ndarray, centre_frequencies, sample_rate: float, hop: int, source: str, **extra
+  path, frames: np.ndarray, centre_frequencies, sample_rate: float, hop: int, source: str, **extra
 ) -> None:
   """Writes NAP frames (n, n_ch, n_ears) with what they are, as ``.npz``.
 
@@ -22,11 +22,11 @@ def save_nap_npz(
   would pay per file.
   """
   np.savez(
-      path,
-      nap=frames,
-      centre_frequencies_hz=np.asarray(centre_frequencies),
-      sample_rate_hz=sample_rate,
-      hop_samples=hop,
-      source=source,
-      **extra,
+    path,
+    nap=frames,
+    centre_frequencies_hz=np.asarray(centre_frequencies),
+    sample_rate_hz=sample_rate,
+    hop_samples=hop,
+    source=source,
+    **extra,
   )

@@ -48,8 +48,9 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Collection, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -127,7 +128,7 @@ class BlockResult:
 
 
 def _shard_step(
-    state: PoolState, blocks, active, *, hypers, weights, granule, n_frames_out, raw_outputs, picture_hypers
+  state: PoolState, blocks, active, *, hypers, weights, granule, n_frames_out, raw_outputs, picture_hypers
 ):
   """Runs a shard's blocks in one batch; keeps inactive slots as they were.
 
@@ -145,34 +146,34 @@ def _shard_step(
   outputs = tuple(dict.fromkeys(("naps",) + raw_outputs))
   step = 1 if raw_outputs or picture_hypers else granule
   seg, model = carfac.run_segment_batch(
-      blocks * state.input_gain.astype(blocks.dtype)[:, None, None],
-      hypers,
-      weights if state.weights is None else state.weights,
-      state.model,
-      outputs=outputs,
-      sum_every=step,
-      phases_at_zero=phases_at_zero,
-      weights_per_stream=state.weights is not None,
+    blocks * state.input_gain.astype(blocks.dtype)[:, None, None],
+    hypers,
+    weights if state.weights is None else state.weights,
+    state.model,
+    outputs=outputs,
+    sum_every=step,
+    phases_at_zero=phases_at_zero,
+    weights_per_stream=state.weights is not None,
   )
   reduce = functools.partial(reduce_to_frames, n_out=n_frames_out)
   frames, n_frames, frame_sum, frame_count = jax.vmap(reduce)(
-      seg["naps"], state.frame_sum, state.frame_count // step, state.hop // step
+    seg["naps"], state.frame_sum, state.frame_count // step, state.hop // step
   )
   frames = frames / step  # reduce_to_frames divided the sums by hop / step
   keep = functools.partial(carfac.select_streams, active)
   new_state = dataclasses.replace(
-      state,
-      model=keep(model, state.model),
-      frame_sum=keep(frame_sum, state.frame_sum),
-      frame_count=keep(frame_count * step, state.frame_count),
+    state,
+    model=keep(model, state.model),
+    frame_sum=keep(frame_sum, state.frame_sum),
+    frame_count=keep(frame_count * step, state.frame_count),
   )
   raw = {name: seg[name] for name in raw_outputs}
   pictures = None
   if picture_hypers:
     # ``advance`` rather than ``keep``: a select over every slot's SAI buffer would cost more than the SAI.
-    _, profile, coords, sai, pitchogram = jax.vmap(
-        carfac.run_pitchogram_segment, in_axes=(0, None, None, 0, 0, 0)
-    )(seg["naps"][..., 0], *picture_hypers, state.sai, state.pitchogram, active)
+    _, profile, coords, sai, pitchogram = jax.vmap(carfac.run_pitchogram_segment, in_axes=(0, None, None, 0, 0, 0))(
+      seg["naps"][..., 0], *picture_hypers, state.sai, state.pitchogram, active
+    )
     new_state = dataclasses.replace(new_state, sai=sai, pitchogram=pitchogram)
     pictures = (profile, coords)  # the SAI frames stay in the state: copying them all costs more than the SAI
   return new_state, frames, jnp.where(active, n_frames, 0), raw, pictures
@@ -232,20 +233,20 @@ class StreamPool:
   """
 
   def __init__(
-      self,
-      params: carfac.CarfacDesignParameters,
-      capacity: int,
-      block_size: int,
-      hop: int,
-      raw_outputs: Sequence[str] = (),
-      dtype=np.float32,
-      min_hop: int | None = None,
-      shards: int = 1,
-      frame_granule: int | None = None,
-      buckets: Sequence[int] | None = None,
-      pitchogram: carfac.PitchogramPipelineParams | None = None,
-      weights: carfac.CarfacWeights | None = None,
-      per_stream_weights: bool = False,
+    self,
+    params: carfac.CarfacDesignParameters,
+    capacity: int,
+    block_size: int,
+    hop: int,
+    raw_outputs: Sequence[str] = (),
+    dtype=np.float32,
+    min_hop: int | None = None,
+    shards: int = 1,
+    frame_granule: int | None = None,
+    buckets: Sequence[int] | None = None,
+    pitchogram: carfac.PitchogramPipelineParams | None = None,
+    weights: carfac.CarfacWeights | None = None,
+    per_stream_weights: bool = False,
   ):
     min_hop = hop if min_hop is None else min_hop
     if capacity < 1 or block_size < 1 or not 1 <= min_hop <= hop:
@@ -279,14 +280,14 @@ class StreamPool:
     self.pitchogram = pitchogram
     self._picture_hypers, picture_states = self._design_pictures(params, pitchogram)
     self._initial = PoolState(
-        model=model_state,
-        hop=jnp.asarray(hop, jnp.int32),
-        frame_sum=jnp.zeros((self.n_ch, self.n_ears), self.dtype),
-        frame_count=jnp.asarray(0, jnp.int32),
-        input_gain=jnp.asarray(1, self.dtype),
-        weights=self.weights if per_stream_weights else None,
-        sai=picture_states[0],
-        pitchogram=picture_states[1],
+      model=model_state,
+      hop=jnp.asarray(hop, jnp.int32),
+      frame_sum=jnp.zeros((self.n_ch, self.n_ears), self.dtype),
+      frame_count=jnp.asarray(0, jnp.int32),
+      input_gain=jnp.asarray(1, self.dtype),
+      weights=self.weights if per_stream_weights else None,
+      sai=picture_states[0],
+      pitchogram=picture_states[1],
     )
     self._states = [jax.tree.map(lambda leaf: jnp.stack([leaf] * shard_slots), self._initial) for _ in range(shards)]
     self._free = list(range(capacity))  # slot numbers not in use
@@ -304,8 +305,8 @@ class StreamPool:
       raise ValueError(f"the pitchogram is mono: a pool with pitchogram needs 1 ear, got {self.n_ears}")
     if pitchogram.num_samples_per_segment != self.block_size:
       raise ValueError(
-          f"the pitchogram's segment ({pitchogram.num_samples_per_segment} samples) "
-          f"must be the pool's block ({self.block_size})"
+        f"the pitchogram's segment ({pitchogram.num_samples_per_segment} samples) "
+        f"must be the pool's block ({self.block_size})"
       )
     return carfac.design_and_init_pitchogram_stages(params.fs, params.ears[0].car, pitchogram, self.dtype)
 
@@ -317,12 +318,12 @@ class StreamPool:
   def _compile(self) -> None:
     """Ahead-of-time compilation: calls below can never trigger a compile."""
     step_options = dict(
-        hypers=self.hypers,
-        weights=self.weights,
-        granule=self.frame_granule,
-        n_frames_out=self.max_frames,
-        raw_outputs=self.raw_outputs,
-        picture_hypers=self._picture_hypers,
+      hypers=self.hypers,
+      weights=self.weights,
+      granule=self.frame_granule,
+      n_frames_out=self.max_frames,
+      raw_outputs=self.raw_outputs,
+      picture_hypers=self._picture_hypers,
     )
     state = self._states[0]
 
@@ -376,11 +377,11 @@ class StreamPool:
     return np.asarray(self.hypers.ears[0].pole_freqs)
 
   def join(
-      self,
-      hop: int | None = None,
-      resume: SlotState | None = None,
-      weights: carfac.CarfacWeights | None = None,
-      input_gain: float = 1.0,
+    self,
+    hop: int | None = None,
+    resume: SlotState | None = None,
+    weights: carfac.CarfacWeights | None = None,
+    input_gain: float = 1.0,
   ) -> int:
     """Takes a free slot in the least loaded shard, from the designed initial state or ``resume``.
 
@@ -394,9 +395,7 @@ class StreamPool:
     """
     hop = self.hop if hop is None else int(hop)
     if hop < self.min_hop or hop % self.frame_granule:
-      raise ValueError(
-          f"hop {hop} must be >= {self.min_hop} samples and a multiple of {self.frame_granule}"
-      )
+      raise ValueError(f"hop {hop} must be >= {self.min_hop} samples and a multiple of {self.frame_granule}")
     start = self._initial if resume is None else self._checked_resume(resume)
     start = self._with_stream_settings(start, weights, input_gain, resume is not None)
     if not self._free:
@@ -477,9 +476,7 @@ class StreamPool:
 
   def _run_shard(self, shard: int, batch: np.ndarray, active: np.ndarray):
     """Steps a shard's packed streams (``len(active)``: a compiled batch size); outputs on the host."""
-    self._states[shard], frames, n_frames, raw, pictures = self._steps[len(active)](
-        self._states[shard], batch, active
-    )
+    self._states[shard], frames, n_frames, raw, pictures = self._steps[len(active)](self._states[shard], batch, active)
     pictures = None if pictures is None else tuple(np.asarray(x) for x in pictures)
     return np.asarray(frames), np.asarray(n_frames), {k: np.asarray(v) for k, v in raw.items()}, pictures
 
@@ -518,13 +515,15 @@ class StreamPool:
       frames, n_frames, raw, pictures = outputs[shard]
       count = int(n_frames[position])
       results[slot] = BlockResult(
-          frames=frames[position, :count],
-          first_frame=self._next_frame[slot],
-          raw={name: values[position] for name, values in raw.items()},
-          pictures=None if pictures is None else Pictures(
-              *(x[position] for x in pictures),
-              np.asarray(self._sai_frame(self._states[shard], np.int32(position))) if slot in sai_frames else None,
-          ),
+        frames=frames[position, :count],
+        first_frame=self._next_frame[slot],
+        raw={name: values[position] for name, values in raw.items()},
+        pictures=None
+        if pictures is None
+        else Pictures(
+          *(x[position] for x in pictures),
+          np.asarray(self._sai_frame(self._states[shard], np.int32(position))) if slot in sai_frames else None,
+        ),
       )
       self._next_frame[slot] += count
     return results

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import numpy as np
 

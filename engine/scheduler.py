@@ -40,7 +40,7 @@ import collections
 import dataclasses
 import math
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

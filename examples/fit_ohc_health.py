@@ -63,18 +63,18 @@ def fit(seconds: float, steps: int, learning_rate: float, seed: int = 0) -> dict
     health = jnp.clip(optax.apply_updates(health, updates), 0.0, 1.0)
   error = np.abs(np.asarray(health) - truth)
   return {
-      "hypers": hypers,
-      "weights": carfac.with_ohc_health(weights, health),
-      "report": {
-          "seconds_of_audio": seconds,
-          "steps": steps,
-          "final_loss": float(loss),
-          "fit_seconds": time.perf_counter() - started,
-          "true_health": truth.tolist(),
-          "fitted_health": np.asarray(health).tolist(),
-          "max_error_impaired": float(error[:30].max()),
-          "max_error_normal": float(error[30:].max()),
-      },
+    "hypers": hypers,
+    "weights": carfac.with_ohc_health(weights, health),
+    "report": {
+      "seconds_of_audio": seconds,
+      "steps": steps,
+      "final_loss": float(loss),
+      "fit_seconds": time.perf_counter() - started,
+      "true_health": truth.tolist(),
+      "fitted_health": np.asarray(health).tolist(),
+      "max_error_impaired": float(error[:30].max()),
+      "max_error_normal": float(error[30:].max()),
+    },
   }
 
 
@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
   if args.report:
     args.report.write_text(json.dumps(report, indent=1))
   print(
-      f"{args.out}: fitted in {report['fit_seconds']:.1f} s; health within {report['max_error_impaired']:.3f} "
-      f"of the truth in the impaired channels, {report['max_error_normal']:.3f} in the others"
+    f"{args.out}: fitted in {report['fit_seconds']:.1f} s; health within {report['max_error_impaired']:.3f} "
+    f"of the truth in the impaired channels, {report['max_error_normal']:.3f} in the others"
   )
   return 0
 

@@ -28,10 +28,7 @@ def main() -> None:
   OUT_DIR.mkdir(parents=True, exist_ok=True)
   for case in manifest["cases"]:
     with np.load(full / case["file"]) as data:
-      arrays = {
-          k: data[k][::TIME_STRIDE] if k in PER_SAMPLE_OUTPUTS else data[k]
-          for k in data.files
-      }
+      arrays = {k: data[k][::TIME_STRIDE] if k in PER_SAMPLE_OUTPUTS else data[k] for k in data.files}
     np.savez_compressed(OUT_DIR / case["file"], **arrays)
   manifest["battery"] = "subset of the public battery"
   manifest["time_stride"] = TIME_STRIDE

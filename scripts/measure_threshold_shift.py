@@ -25,9 +25,13 @@ def main() -> None:
   hypers, weights, state = carfac.design_and_init_carfac(carfac.CarfacDesignParameters(), np.float64)
   n_ch = hypers.ears[0].n_ch
   table = [
-      [round(hearing.threshold_shift_db(hypers, weights, hearing.with_ohc_health(weights, np.full(n_ch, h)), state, f), 2)
-       for h in hearing.SHIFT_HEALTH]
-      for f in hearing.SHIFT_FREQUENCIES_HZ
+    [
+      round(
+        hearing.threshold_shift_db(hypers, weights, hearing.with_ohc_health(weights, np.full(n_ch, h)), state, f), 2
+      )
+      for h in hearing.SHIFT_HEALTH
+    ]
+    for f in hearing.SHIFT_FREQUENCIES_HZ
   ]
   print(json.dumps({"frequencies_hz": hearing.SHIFT_FREQUENCIES_HZ, "health": hearing.SHIFT_HEALTH, "shift_db": table}))
 

@@ -13,7 +13,7 @@ are not browsers).
 from __future__ import annotations
 
 import hmac
-from typing import Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from server.protocol import ErrorKind, ProtocolError

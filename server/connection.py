@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.access import check_access
@@ -76,7 +77,9 @@ class Connection:
       self._conversation.result()  # raises what ended it
       await self._finish("stop", 1000)
     elif self._session is not None:
-      await self._finish("shutdown", ErrorKind.SHUTTING_DOWN.close_code, hand_over=self._service.hands_over(self._session))
+      await self._finish(
+        "shutdown", ErrorKind.SHUTTING_DOWN.close_code, hand_over=self._service.hands_over(self._session)
+      )
     else:
       raise ProtocolError(ErrorKind.SHUTTING_DOWN, "the server is shutting down")
 

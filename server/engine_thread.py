@@ -36,7 +36,8 @@ import logging
 import math
 import threading
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -207,14 +208,14 @@ class Engine:
       self._thread.join(timeout)
 
   async def join(
-      self,
-      key: str,
-      hop: int,
-      listener: StreamListener,
-      resume: SlotState | None = None,
-      sai_every: int = 0,
-      weights: carfac.CarfacWeights | None = None,
-      input_gain: float = 1.0,
+    self,
+    key: str,
+    hop: int,
+    listener: StreamListener,
+    resume: SlotState | None = None,
+    sai_every: int = 0,
+    weights: carfac.CarfacWeights | None = None,
+    input_gain: float = 1.0,
   ) -> EngineStream:
     """Takes a slot in the ``key`` pool; raises ``PoolFullError`` when it has no room (see above).
 
@@ -224,7 +225,7 @@ class Engine:
     """
     lane = self.lane(key)
     request = _JoinRequest(
-        hop, listener, time.monotonic() + self._settings.join_wait_s, resume, sai_every, weights, input_gain
+      hop, listener, time.monotonic() + self._settings.join_wait_s, resume, sai_every, weights, input_gain
     )
     self._command(lambda: self._admit(lane, request) or lane.waiting.append(request))
     try:
@@ -321,17 +322,17 @@ class Engine:
       key = lane_key(ears, pictures)
       started = time.perf_counter()
       pool = StreamPool(
-          design(s, ears),
-          capacity=s.pool_slots,
-          block_size=s.block_size,
-          hop=s.model_samples(s.hop_ms),
-          raw_outputs=s.raw_outputs,
-          dtype=np.float32,
-          min_hop=s.model_samples(s.min_hop_ms),
-          shards=s.shards,
-          pitchogram=carfac.PitchogramPipelineParams(num_samples_per_segment=s.block_size) if pictures else None,
-          weights=served_weights(s, ears),
-          per_stream_weights=s.hearing_profiles,
+        design(s, ears),
+        capacity=s.pool_slots,
+        block_size=s.block_size,
+        hop=s.model_samples(s.hop_ms),
+        raw_outputs=s.raw_outputs,
+        dtype=np.float32,
+        min_hop=s.model_samples(s.min_hop_ms),
+        shards=s.shards,
+        pitchogram=carfac.PitchogramPipelineParams(num_samples_per_segment=s.block_size) if pictures else None,
+        weights=served_weights(s, ears),
+        per_stream_weights=s.hearing_profiles,
       )
       compiled = time.perf_counter()
       costs = StepCosts.measure(pool)

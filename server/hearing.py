@@ -51,9 +51,9 @@ class StreamHearing:
     if self.ohc_health is not None:  # the shortest decimals that give back the float32 values exactly
       health = [[float(np.format_float_positional(h, unique=True)) for h in ear] for ear in self.ohc_health]
     return {
-        "ohc_health": health,
-        "level_db_spl": self.level_db_spl,
-        "input_gain": self.input_gain,
+      "ohc_health": health,
+      "level_db_spl": self.level_db_spl,
+      "input_gain": self.input_gain,
     }
 
 
@@ -112,28 +112,27 @@ def resolve(message: HearingMessage | None, poles: np.ndarray, n_ears: int, offe
   if level is not None:
     _finite_within("level_db_spl", level, *LEVEL_RANGE_DB_SPL)
   return StreamHearing(
-      ohc_health=None if health is None else np.broadcast_to(health, (n_ears, len(poles))).astype(np.float32),
-      input_gain=1.0 if level is None else carfac.input_gain_for_level(level),
-      level_db_spl=level,
+    ohc_health=None if health is None else np.broadcast_to(health, (n_ears, len(poles))).astype(np.float32),
+    input_gain=1.0 if level is None else carfac.input_gain_for_level(level),
+    level_db_spl=level,
   )
 
 
 def info(offered: bool) -> dict[str, Any]:
   """What ``/v1/info`` says about hearing profiles."""
   return {
-      "supported": offered,
-      "profiles": {
-          name: {"frequencies_hz": list(hearing.AUDIOMETRIC_FREQUENCIES_HZ), "loss_db": list(losses)}
-          for name, losses in hearing.EXAMPLE_AUDIOGRAMS.items()
-      },
-      "audiogram": {
-          "frequency_range_hz": list(AUDIOGRAM_FREQUENCY_RANGE_HZ),
-          "loss_range_db": list(AUDIOGRAM_LOSS_RANGE_DB),
-          "max_points": AUDIOGRAM_MAX_POINTS,
-          "rule": "carfac.ohc_health_from_audiogram: the health whose measured threshold shift equals the loss",
-      },
-      "ohc_health_range": [0.0, 1.0],
-      "level_db_spl_range": list(LEVEL_RANGE_DB_SPL),
-      "unscaled_full_scale_sine_db_spl": round(hearing.FULL_SCALE_SINE_DB_SPL, 2),
+    "supported": offered,
+    "profiles": {
+      name: {"frequencies_hz": list(hearing.AUDIOMETRIC_FREQUENCIES_HZ), "loss_db": list(losses)}
+      for name, losses in hearing.EXAMPLE_AUDIOGRAMS.items()
+    },
+    "audiogram": {
+      "frequency_range_hz": list(AUDIOGRAM_FREQUENCY_RANGE_HZ),
+      "loss_range_db": list(AUDIOGRAM_LOSS_RANGE_DB),
+      "max_points": AUDIOGRAM_MAX_POINTS,
+      "rule": "carfac.ohc_health_from_audiogram: the health whose measured threshold shift equals the loss",
+    },
+    "ohc_health_range": [0.0, 1.0],
+    "level_db_spl_range": list(LEVEL_RANGE_DB_SPL),
+    "unscaled_full_scale_sine_db_spl": round(hearing.FULL_SCALE_SINE_DB_SPL, 2),
   }
-

@@ -31,11 +31,11 @@ KIND_NAMES = {kind: name for name, kind in OUTPUT_KINDS.items()}
 PICTURE_OUTPUTS = ("pitchogram", "sai")  # mono, from the engine's pool with pictures (--pitchogram)
 # What a payload's dimensions are, per kind: the header's channels and ears fields are the 2nd and 3rd.
 LAYOUTS = {
-    "frames": ["count", "channels", "ears"],
-    "naps": ["count", "channels", "ears"],
-    "bm": ["count", "channels", "ears"],
-    "pitchogram": ["count", "lags + 2", "1"],
-    "sai": ["count", "channels", "lags"],
+  "frames": ["count", "channels", "ears"],
+  "naps": ["count", "channels", "ears"],
+  "bm": ["count", "channels", "ears"],
+  "pitchogram": ["count", "lags + 2", "1"],
+  "sai": ["count", "channels", "lags"],
 }
 SAI_INTERVAL_MS = (20.0, 10000.0)  # the range a client may ask for; default below
 DEFAULT_SAI_INTERVAL_MS = 100.0
@@ -148,11 +148,11 @@ class StreamSpec:
   def identity(self) -> dict[str, Any]:
     """What a resumed stream must be started with again: the same audio, hop, outputs and hearing."""
     identity = {
-        "sample_rate": self.sample_rate,
-        "channels": self.channels,
-        "format": next(name for name, dtype in SAMPLE_FORMATS.items() if dtype == self.sample_dtype),
-        "hop": self.hop,
-        "outputs": list(self.outputs),
+      "sample_rate": self.sample_rate,
+      "channels": self.channels,
+      "format": next(name for name, dtype in SAMPLE_FORMATS.items() if dtype == self.sample_dtype),
+      "hop": self.hop,
+      "outputs": list(self.outputs),
     }
     if self.hearing is not None:
       identity["hearing"] = self.hearing.model_dump(exclude_none=True)
@@ -223,8 +223,13 @@ def negotiate(start: StartMessage, settings: Settings) -> StreamSpec:
     raise ProtocolError(ErrorKind.INVALID_MESSAGE, f"hop_ms must be within [{settings.min_hop_ms}, {MAX_HOP_MS}]")
   hop = settings.model_samples(hop_ms)
   return StreamSpec(
-      start.sample_rate, start.channels, SAMPLE_FORMATS[start.format], hop, tuple(start.outputs), sai_every,
-      start.hearing,
+    start.sample_rate,
+    start.channels,
+    SAMPLE_FORMATS[start.format],
+    hop,
+    tuple(start.outputs),
+    sai_every,
+    start.hearing,
   )
 
 
@@ -233,8 +238,8 @@ def decode_audio(data: bytes, spec: StreamSpec) -> np.ndarray:
   frame_bytes = spec.sample_dtype.itemsize * spec.channels
   if len(data) % frame_bytes:
     raise ProtocolError(
-        ErrorKind.INVALID_AUDIO,
-        f"{len(data)} bytes is not a whole number of {spec.channels}-channel {spec.sample_dtype.str} samples",
+      ErrorKind.INVALID_AUDIO,
+      f"{len(data)} bytes is not a whole number of {spec.channels}-channel {spec.sample_dtype.str} samples",
     )
   samples = np.frombuffer(data, spec.sample_dtype).reshape(-1, spec.channels)
   if spec.sample_dtype.kind == "i":
@@ -257,15 +262,15 @@ class FrameMessage:
     """Header (with the rows dropped since the previous message) + float32 payload."""
     count, channels, ears = self.rows.shape
     header = HEADER.pack(
-        PROTOCOL_VERSION,
-        self.kind,
-        HEADER.size,
-        channels,
-        ears,
-        self.sequence,
-        self.first_index,
-        count,
-        min(dropped, _MAX_UINT32),
+      PROTOCOL_VERSION,
+      self.kind,
+      HEADER.size,
+      channels,
+      ears,
+      self.sequence,
+      self.first_index,
+      count,
+      min(dropped, _MAX_UINT32),
     )
     return header + np.ascontiguousarray(self.rows, PAYLOAD_DTYPE).tobytes()
 
@@ -273,23 +278,23 @@ class FrameMessage:
 def pictures_description(spec: StreamSpec, lags_s: np.ndarray, sai_width: int, block_size: int, model_rate: float):
   """The ready message's ``pictures`` entry: how to read pitchogram and sai rows."""
   return {
-      "segment_samples": block_size,
-      "lags": len(lags_s),
-      "lags_s": [float(lag) for lag in lags_s],
-      "sai_width": sai_width,
-      "sai_every_blocks": spec.sai_every,
-      "sai_interval_ms": 1000 * spec.sai_every * block_size / model_rate,
+    "segment_samples": block_size,
+    "lags": len(lags_s),
+    "lags_s": [float(lag) for lag in lags_s],
+    "sai_width": sai_width,
+    "sai_every_blocks": spec.sai_every,
+    "sai_interval_ms": 1000 * spec.sai_every * block_size / model_rate,
   }
 
 
 def ready_message(
-    spec: StreamSpec,
-    model_rate: float,
-    centre_frequencies: np.ndarray,
-    block_size: int,
-    send_queue: int,
-    pictures: dict[str, Any] | None = None,
-    hearing: dict[str, Any] | None = None,
+  spec: StreamSpec,
+  model_rate: float,
+  centre_frequencies: np.ndarray,
+  block_size: int,
+  send_queue: int,
+  pictures: dict[str, Any] | None = None,
+  hearing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
   """The server's answer to ``start``: everything needed to read frame messages.
 
@@ -297,21 +302,21 @@ def ready_message(
   ``hearing``: ``StreamHearing.describe()``, for a stream with a hearing profile.
   """
   message = {
-      "type": "ready",
-      "protocol": PROTOCOL_VERSION,
-      "model_rate": model_rate,
-      "channels": len(centre_frequencies),
-      "ears": spec.channels,
-      "centre_frequencies_hz": [float(f) for f in centre_frequencies],
-      "hop_samples": spec.hop,
-      "hop_ms": 1000 * spec.hop / model_rate,
-      "block_samples": block_size,
-      "outputs": list(spec.outputs),
-      "kinds": {name: OUTPUT_KINDS[name] for name in spec.outputs},
-      "payload": {"dtype": PAYLOAD_DTYPE, "layout": ["count", "channels", "ears"], "order": "C"},
-      "layouts": {name: LAYOUTS[name] for name in spec.outputs},
-      "header": {"struct": HEADER.format, "bytes": HEADER.size, "fields": list(HEADER_FIELDS)},
-      "send_queue_messages": send_queue,
+    "type": "ready",
+    "protocol": PROTOCOL_VERSION,
+    "model_rate": model_rate,
+    "channels": len(centre_frequencies),
+    "ears": spec.channels,
+    "centre_frequencies_hz": [float(f) for f in centre_frequencies],
+    "hop_samples": spec.hop,
+    "hop_ms": 1000 * spec.hop / model_rate,
+    "block_samples": block_size,
+    "outputs": list(spec.outputs),
+    "kinds": {name: OUTPUT_KINDS[name] for name in spec.outputs},
+    "payload": {"dtype": PAYLOAD_DTYPE, "layout": ["count", "channels", "ears"], "order": "C"},
+    "layouts": {name: LAYOUTS[name] for name in spec.outputs},
+    "header": {"struct": HEADER.format, "bytes": HEADER.size, "fields": list(HEADER_FIELDS)},
+    "send_queue_messages": send_queue,
   }
   if pictures is not None:
     message["pictures"] = pictures
@@ -321,23 +326,23 @@ def ready_message(
 
 
 def end_message(
-    reason: Literal["stop", "shutdown"],
-    samples_received: int,
-    model_samples: int,
-    rows: dict[str, int],
-    dropped_rows: int,
-    messages: int,
-    resume_token: str | None = None,
+  reason: Literal["stop", "shutdown"],
+  samples_received: int,
+  model_samples: int,
+  rows: dict[str, int],
+  dropped_rows: int,
+  messages: int,
+  resume_token: str | None = None,
 ) -> dict[str, Any]:
   """The last message of a stream: what was received and produced (and, drained, how to resume it)."""
   message = {
-      "type": "end",
-      "reason": reason,
-      "samples_received": samples_received,
-      "model_samples": model_samples,
-      "rows": rows,
-      "dropped_rows": dropped_rows,
-      "messages": messages,
+    "type": "end",
+    "reason": reason,
+    "samples_received": samples_received,
+    "model_samples": model_samples,
+    "rows": rows,
+    "dropped_rows": dropped_rows,
+    "messages": messages,
   }
   if resume_token is not None:
     message["resume_token"] = resume_token

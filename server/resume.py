@@ -87,15 +87,15 @@ def _mac(key: bytes, payload: bytes) -> bytes:
 def seal(checkpoint: Checkpoint, key: bytes) -> str:
   """The signed token of ``checkpoint``."""
   meta = {
-      "design": checkpoint.design,
-      "start": checkpoint.start,
-      "next_frame": checkpoint.slot.next_frame,
-      "samples_received": checkpoint.samples_received,
-      "blocks_done": checkpoint.blocks_done,
-      "rows": checkpoint.rows,
-      "messages": checkpoint.messages,
-      "expires_at": checkpoint.expires_at,
-      "leaves": list(checkpoint.slot.arrays),
+    "design": checkpoint.design,
+    "start": checkpoint.start,
+    "next_frame": checkpoint.slot.next_frame,
+    "samples_received": checkpoint.samples_received,
+    "blocks_done": checkpoint.blocks_done,
+    "rows": checkpoint.rows,
+    "messages": checkpoint.messages,
+    "expires_at": checkpoint.expires_at,
+    "leaves": list(checkpoint.slot.arrays),
   }
   arrays = {f"leaf{i}": array for i, array in enumerate(checkpoint.slot.arrays.values())}
   buffer = io.BytesIO()
@@ -126,15 +126,15 @@ def unseal(token: str, key: bytes, now: float) -> Checkpoint:
       arrays = {path: stored[f"leaf{i}"] for i, path in enumerate(meta["leaves"])}
       pending = stored["pending"]
     checkpoint = Checkpoint(
-        design=str(meta["design"]),
-        start=dict(meta["start"]),
-        slot=SlotState(arrays, int(meta["next_frame"])),
-        pending=np.asarray(pending, np.float32),
-        samples_received=int(meta["samples_received"]),
-        blocks_done=int(meta["blocks_done"]),
-        rows={str(k): int(v) for k, v in meta["rows"].items()},
-        messages=int(meta["messages"]),
-        expires_at=float(meta["expires_at"]),
+      design=str(meta["design"]),
+      start=dict(meta["start"]),
+      slot=SlotState(arrays, int(meta["next_frame"])),
+      pending=np.asarray(pending, np.float32),
+      samples_received=int(meta["samples_received"]),
+      blocks_done=int(meta["blocks_done"]),
+      rows={str(k): int(v) for k, v in meta["rows"].items()},
+      messages=int(meta["messages"]),
+      expires_at=float(meta["expires_at"]),
     )
   except (ValueError, KeyError, TypeError, OSError, zlib.error) as err:
     raise ResumeTokenError(f"the resume token's contents are unreadable ({err})") from None

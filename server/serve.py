@@ -10,7 +10,6 @@ heads and closes that reach the client (``server.transports``).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 import socket
@@ -39,17 +38,17 @@ def build_server(settings: Settings) -> DrainingServer:
   """The app for ``settings`` in a uvicorn server (not started)."""
   app = create_app(settings)
   config = uvicorn.Config(
-      app,
-      host=settings.host,
-      port=settings.port,
-      log_level=settings.log_level,
-      lifespan="on",
-      http=functools.partial(HeadDeadlineProtocol, head_timeout_s=settings.idle_timeout_s),
-      ws=LingeringCloseProtocol,
-      # Above the app's own limit, so the app sees an oversized message and
-      # answers with a JSON error; beyond this the WebSocket layer closes 1009 itself.
-      ws_max_size=2 * settings.max_message_bytes,
-      ws_per_message_deflate=False,  # float32 frames do not compress; deflate costs CPU
-      timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
+    app,
+    host=settings.host,
+    port=settings.port,
+    log_level=settings.log_level,
+    lifespan="on",
+    http=functools.partial(HeadDeadlineProtocol, head_timeout_s=settings.idle_timeout_s),
+    ws=LingeringCloseProtocol,
+    # Above the app's own limit, so the app sees an oversized message and
+    # answers with a JSON error; beyond this the WebSocket layer closes 1009 itself.
+    ws_max_size=2 * settings.max_message_bytes,
+    ws_per_message_deflate=False,  # float32 frames do not compress; deflate costs CPU
+    timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
   )
   return DrainingServer(config, app.state.service)

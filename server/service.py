@@ -14,21 +14,22 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from engine.pool import PoolFullError
 from server import hearing as stream_hearing
 from server.engine_thread import Engine, NotReadyError, lane_key
 from server.metrics import Metrics
 from server.protocol import (
-    MAX_HOP_MS,
-    PROTOCOL_VERSION,
-    SAMPLE_FORMATS,
-    SAMPLE_RATE_RANGE,
-    ErrorKind,
-    ProtocolError,
-    StreamSpec,
-    offered_outputs,
+  MAX_HOP_MS,
+  PROTOCOL_VERSION,
+  SAMPLE_FORMATS,
+  SAMPLE_RATE_RANGE,
+  ErrorKind,
+  ProtocolError,
+  StreamSpec,
+  offered_outputs,
 )
 from server.resume import Checkpoint, ResumeTokenError, ResumeTokenExpired, design_fingerprint, seal, unseal
 from server.settings import Settings
@@ -107,9 +108,14 @@ class StreamService:
       if checkpoint is not None:
         session.restore(checkpoint)
       resume = None if checkpoint is None else checkpoint.slot
-      own = {} if hearing is None or resume is not None else {  # a resumed slot keeps its own
-          "weights": hearing.weights(pool.weights), "input_gain": hearing.input_gain
-      }
+      own = (
+        {}
+        if hearing is None or resume is not None
+        else {  # a resumed slot keeps its own
+          "weights": hearing.weights(pool.weights),
+          "input_gain": hearing.input_gain,
+        }
+      )
       session.attach(await self.engine.join(key, spec.hop, session, resume, spec.sai_every, **own))
     except ValueError as err:  # a signed token whose state does not fit this server
       raise ProtocolError(ErrorKind.INVALID_RESUME_TOKEN, f"the resume token does not fit this server: {err}") from None
@@ -154,8 +160,8 @@ class StreamService:
       raise ProtocolError(ErrorKind.INVALID_RESUME_TOKEN, "the resume token is for another model design")
     if checkpoint.start != spec.identity():
       raise ProtocolError(
-          ErrorKind.INVALID_RESUME_TOKEN,
-          f"the resume token is for a stream started with {checkpoint.start}; this start asks for {spec.identity()}",
+        ErrorKind.INVALID_RESUME_TOKEN,
+        f"the resume token is for a stream started with {checkpoint.start}; this start asks for {spec.identity()}",
       )
     return checkpoint
 
@@ -182,42 +188,41 @@ class StreamService:
     pool = self.engine.pool(lane_key(s.ears[0]))
     keys = self.engine.lane_keys
     return {
-        "protocol": PROTOCOL_VERSION,
-        "model_rate": pool.hypers.fs,
-        "channels": pool.n_ch,
-        "centre_frequencies_hz": [float(f) for f in pool.centre_frequencies()],
-        "ears": s.ears,
-        "ihc_style": s.ihc_style,
-        "block_samples": s.block_size,
-        "hop_ms": s.hop_ms,
-        "hop_samples": pool.hop,
-        "hop_granule_samples": pool.frame_granule,
-        "min_hop_ms": s.min_hop_ms,
-        "max_hop_ms": MAX_HOP_MS,
-        "formats": sorted(SAMPLE_FORMATS),
-        "outputs": offered_outputs(s),
-        "sample_rate_range_hz": list(SAMPLE_RATE_RANGE),
-        "token_required": s.token is not None,
-        "hearing": stream_hearing.info(s.hearing_profiles),
-        "realtime_capacity": {key: self.engine.lane(key).realtime_capacity for key in keys},
-        "realtime_capacity_now": {
-            key: self.engine.lane(key).costs.realtime_streams(self.engine.pool(key), s.realtime_margin, observed=True)
-            for key in keys
-        },
-        "step_slowdown": {key: round(self.engine.lane(key).costs.slowdown, 3) for key in keys},
-        "step_ms": {
-            key: {str(size): round(1000 * t, 3) for size, t in self.engine.lane(key).costs.seconds.items()}
-            for key in keys
-        },
-        "limits": {
-            "streams_per_pool": {key: self.engine.admitted_capacity(key) for key in keys},
-            "capacity": s.capacity,
-            "realtime_margin": s.realtime_margin,
-            "max_lag_s": s.max_lag_s,
-            "max_connections": s.max_connections,
-            "max_message_bytes": s.max_message_bytes,
-            "idle_timeout_s": s.idle_timeout_s,
-            "send_queue_messages": s.send_queue_messages,
-            "input_queue_blocks": s.input_queue_blocks,
-        },
+      "protocol": PROTOCOL_VERSION,
+      "model_rate": pool.hypers.fs,
+      "channels": pool.n_ch,
+      "centre_frequencies_hz": [float(f) for f in pool.centre_frequencies()],
+      "ears": s.ears,
+      "ihc_style": s.ihc_style,
+      "block_samples": s.block_size,
+      "hop_ms": s.hop_ms,
+      "hop_samples": pool.hop,
+      "hop_granule_samples": pool.frame_granule,
+      "min_hop_ms": s.min_hop_ms,
+      "max_hop_ms": MAX_HOP_MS,
+      "formats": sorted(SAMPLE_FORMATS),
+      "outputs": offered_outputs(s),
+      "sample_rate_range_hz": list(SAMPLE_RATE_RANGE),
+      "token_required": s.token is not None,
+      "hearing": stream_hearing.info(s.hearing_profiles),
+      "realtime_capacity": {key: self.engine.lane(key).realtime_capacity for key in keys},
+      "realtime_capacity_now": {
+        key: self.engine.lane(key).costs.realtime_streams(self.engine.pool(key), s.realtime_margin, observed=True)
+        for key in keys
+      },
+      "step_slowdown": {key: round(self.engine.lane(key).costs.slowdown, 3) for key in keys},
+      "step_ms": {
+        key: {str(size): round(1000 * t, 3) for size, t in self.engine.lane(key).costs.seconds.items()} for key in keys
+      },
+      "limits": {
+        "streams_per_pool": {key: self.engine.admitted_capacity(key) for key in keys},
+        "capacity": s.capacity,
+        "realtime_margin": s.realtime_margin,
+        "max_lag_s": s.max_lag_s,
+        "max_connections": s.max_connections,
+        "max_message_bytes": s.max_message_bytes,
+        "idle_timeout_s": s.idle_timeout_s,
+        "send_queue_messages": s.send_queue_messages,
+        "input_queue_blocks": s.input_queue_blocks,
+      },
     }

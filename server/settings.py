@@ -25,10 +25,10 @@ class Settings(BaseSettings):
   --max-connections and CARFAC_MAX_CONNECTIONS."""
 
   model_config = SettingsConfigDict(
-      env_prefix="CARFAC_",
-      cli_prog_name="carfac-server",
-      cli_kebab_case=True,
-      frozen=True,
+    env_prefix="CARFAC_",
+    cli_prog_name="carfac-server",
+    cli_kebab_case=True,
+    frozen=True,
   )
 
   host: str = Field("127.0.0.1", description="address to listen on")
@@ -38,78 +38,78 @@ class Settings(BaseSettings):
   model_rate: float = Field(22050.0, gt=0, description="the model's sample rate, Hz")
   ihc_style: IhcStyle = Field("two_cap", description="inner hair cell model")
   ears: list[Literal[1, 2]] = Field(
-      [1, 2], min_length=1, description="ear counts served (1: mono, 2: binaural); one engine pool each"
+    [1, 2], min_length=1, description="ear counts served (1: mono, 2: binaural); one engine pool each"
   )
   capacity: int | Literal["auto"] = Field(
-      "auto",
-      description="streams admitted per pool: auto = as many as the machine serves in real time, measured at "
-      "start-up (all pools together); a number admits that many (a warning is logged above the measured figure)",
+    "auto",
+    description="streams admitted per pool: auto = as many as the machine serves in real time, measured at "
+    "start-up (all pools together); a number admits that many (a warning is logged above the measured figure)",
   )
   pool_slots: int = Field(
-      64, ge=1, description="streams a pool can hold with --capacity auto (a numeric --capacity sets it)"
+    64, ge=1, description="streams a pool can hold with --capacity auto (a numeric --capacity sets it)"
   )
   shards: int = Field(
-      2, ge=1, description="batches per pool, stepped in parallel (must divide the pool's slots; at most one per core)"
+    2, ge=1, description="batches per pool, stepped in parallel (must divide the pool's slots; at most one per core)"
   )
   realtime_margin: float = Field(
-      0.5, gt=0, le=1, description="with --capacity auto: the share of a block's duration that a step may take"
+    0.5, gt=0, le=1, description="with --capacity auto: the share of a block's duration that a step may take"
   )
   max_lag_s: float = Field(
-      2.0, gt=0, description="a stream that the engine falls further behind than this is ended (overloaded, 1013)"
+    2.0, gt=0, description="a stream that the engine falls further behind than this is ended (overloaded, 1013)"
   )
   block_size: int = Field(256, ge=1, description="model samples per engine step (a multiple of 64 is fastest)")
   hop_ms: float = Field(10.0, gt=0, description="default frame hop, ms")
   min_hop_ms: float = Field(2.0, gt=0, description="smallest frame hop a client may ask for, ms")
   raw_outputs: list[Literal["naps", "bm"]] = Field(
-      [], description="per-sample outputs clients may ask for (each costs engine time for every stream)"
+    [], description="per-sample outputs clients may ask for (each costs engine time for every stream)"
   )
   pitchogram: bool = Field(
-      True,
-      description="offer the pitchogram and sai outputs to mono clients: one more engine pool, whose streams "
-      "also run the SAI (about 2.5x a stream's NAP cost)",
+    True,
+    description="offer the pitchogram and sai outputs to mono clients: one more engine pool, whose streams "
+    "also run the SAI (about 2.5x a stream's NAP cost)",
   )
   hearing_profiles: bool = Field(
-      True,
-      description="let each stream carry its own hearing profile and input level (the start message's hearing): "
-      "every pool keeps per-stream weights (measured within 3% of shared weights per step)",
+    True,
+    description="let each stream carry its own hearing profile and input level (the start message's hearing): "
+    "every pool keeps per-stream weights (measured within 3% of shared weights per step)",
   )
   step_interval_ms: float | None = Field(
-      None,
-      ge=0,
-      description="a pool steps no sooner than this after its previous step unless every stream has a block "
-      "(default: one block's duration)",
+    None,
+    ge=0,
+    description="a pool steps no sooner than this after its previous step unless every stream has a block "
+    "(default: one block's duration)",
   )
   compile_cache_dir: Path | None = Field(None, description="JAX persistent compilation cache directory")
   weights: Path | None = Field(
-      None,
-      description="serve trained weights from this file (carfac.save_weights); it must be of the server's design "
-      "(--model-rate, --ihc-style, and one ear count in --ears)",
+    None,
+    description="serve trained weights from this file (carfac.save_weights); it must be of the server's design "
+    "(--model-rate, --ihc-style, and one ear count in --ears)",
   )
 
   token: SecretStr | None = Field(None, description="bearer token clients must present (none: open)")
   allowed_origins: list[str] = Field(
-      [], description="browser origins allowed to connect ('*': any); requests without Origin are always allowed"
+    [], description="browser origins allowed to connect ('*': any); requests without Origin are always allowed"
   )
   max_message_bytes: int = Field(1 << 20, ge=1024, description="largest client message accepted")
   max_connections: int = Field(256, ge=1, description="simultaneous WebSocket connections")
   idle_timeout_s: float = Field(30.0, gt=0, description="longest silence from a client before it is closed")
   send_queue_messages: int = Field(
-      256, ge=1, description="frame messages queued per client before the oldest are dropped (slow readers)"
+    256, ge=1, description="frame messages queued per client before the oldest are dropped (slow readers)"
   )
   input_queue_blocks: int = Field(
-      32, ge=1, description="blocks queued per stream before the server stops reading that client"
+    32, ge=1, description="blocks queued per stream before the server stops reading that client"
   )
   join_wait_s: float = Field(
-      2.0,
-      ge=0,
-      description="longest a start waits, when its pool is full, for a slot that a finishing stream is giving back "
-      "(then pool_full)",
+    2.0,
+    ge=0,
+    description="longest a start waits, when its pool is full, for a slot that a finishing stream is giving back "
+    "(then pool_full)",
   )
   shutdown_timeout_s: float = Field(5.0, gt=0, description="longest wait for streams to flush on shutdown")
   resume_key: SecretStr | None = Field(
-      None,
-      description="key shared by the replicas that signs resume tokens (HMAC-SHA256): on shutdown each stream's "
-      "end message carries one, and a start with it continues the stream (none: streams end for good)",
+    None,
+    description="key shared by the replicas that signs resume tokens (HMAC-SHA256): on shutdown each stream's "
+    "end message carries one, and a start with it continues the stream (none: streams end for good)",
   )
   resume_token_ttl_s: float = Field(300.0, gt=0, description="how long a resume token is accepted after it was issued")
 

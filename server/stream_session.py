@@ -26,16 +26,16 @@ from server.hearing import StreamHearing
 from server.metrics import Metrics
 from server.outbox import Outbox
 from server.protocol import (
-    KIND_NAMES,
-    OUTPUT_KINDS,
-    ErrorKind,
-    FrameMessage,
-    ProtocolError,
-    StreamSpec,
-    decode_audio,
-    end_message,
-    pictures_description,
-    ready_message,
+  KIND_NAMES,
+  OUTPUT_KINDS,
+  ErrorKind,
+  FrameMessage,
+  ProtocolError,
+  StreamSpec,
+  decode_audio,
+  end_message,
+  pictures_description,
+  ready_message,
 )
 from server.resume import Checkpoint
 
@@ -54,13 +54,13 @@ class StreamSession:
   """The audio path and bookkeeping of one started stream."""
 
   def __init__(
-      self,
-      spec: StreamSpec,
-      pool: StreamPool,
-      metrics: Metrics,
-      send_queue: int,
-      input_queue: int,
-      hearing: StreamHearing | None = None,
+    self,
+    spec: StreamSpec,
+    pool: StreamPool,
+    metrics: Metrics,
+    send_queue: int,
+    input_queue: int,
+    hearing: StreamHearing | None = None,
   ):
     self.spec = spec
     self.hearing = hearing
@@ -83,15 +83,15 @@ class StreamSession:
   def checkpoint(self, slot: SlotState, design: str, expires_at: float) -> Checkpoint:
     """This stream, drained between blocks, as a ``Checkpoint`` (``slot``: its pool state, exported then)."""
     return Checkpoint(
-        design=design,
-        start=self.spec.identity(),
-        slot=slot,
-        pending=self.feed.held_samples(),
-        samples_received=self.samples_received,
-        blocks_done=self._done,
-        rows=dict(self.rows),
-        messages=self._sequence,
-        expires_at=expires_at,
+      design=design,
+      start=self.spec.identity(),
+      slot=slot,
+      pending=self.feed.held_samples(),
+      samples_received=self.samples_received,
+      blocks_done=self._done,
+      rows=dict(self.rows),
+      messages=self._sequence,
+      expires_at=expires_at,
     )
 
   def restore(self, checkpoint: Checkpoint) -> None:
@@ -173,7 +173,9 @@ class StreamSession:
       elif name == "sai":  # numbered by SAI frame: frame i is block (i + 1) * sai_every - 1's
         first = (block + 1) // self.spec.sai_every - 1
         taken = result.pictures.sai_frame
-        rows = self.feed.over_real_samples(np.empty((0, 0, 0)) if taken is None else taken[None], block, self._block_size)
+        rows = self.feed.over_real_samples(
+          np.empty((0, 0, 0)) if taken is None else taken[None], block, self._block_size
+        )
       else:
         first, rows = block_start, self.feed.over_real_samples(result.raw[name], block_start, 1)
       if len(rows):
@@ -202,16 +204,16 @@ class StreamSession:
       pictures = pictures_description(self.spec, pitchogram.lags_s, sai.sai_width, pool.block_size, pool.hypers.fs)
     hearing = None if self.hearing is None else self.hearing.describe()
     return ready_message(
-        self.spec, pool.hypers.fs, pool.centre_frequencies(), pool.block_size, self.outbox.limit, pictures, hearing
+      self.spec, pool.hypers.fs, pool.centre_frequencies(), pool.block_size, self.outbox.limit, pictures, hearing
     )
 
   def end_message(self, reason: str, resume_token: str | None = None) -> dict[str, Any]:
     return end_message(
-        reason,
-        samples_received=self.samples_received,
-        model_samples=self.feed.model_samples,
-        rows=self.rows,
-        dropped_rows=self.outbox.dropped_rows,
-        messages=self._sequence,
-        resume_token=resume_token,
+      reason,
+      samples_received=self.samples_received,
+      model_samples=self.feed.model_samples,
+      rows=self.rows,
+      dropped_rows=self.outbox.dropped_rows,
+      messages=self._sequence,
+      resume_token=resume_token,
     )

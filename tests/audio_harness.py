@@ -8,9 +8,9 @@ fail, saying what is missing.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -53,7 +53,9 @@ def playing_tone(sd: ModuleType):
 
 def playing_harmonic_complex(sd: ModuleType, f0: float):
   """A harmonic complex of ``f0`` (harmonics 1..20) played into the virtual sink (a context manager)."""
-  return sd.OutputStream(device="pulse", samplerate=CAPTURE_RATE, channels=1, blocksize=480, callback=tone_player(f0=f0))
+  return sd.OutputStream(
+    device="pulse", samplerate=CAPTURE_RATE, channels=1, blocksize=480, callback=tone_player(f0=f0)
+  )
 
 
 def tone_player(amplitude: float = 0.5, f0: float | None = None):

@@ -8,4 +8,4 @@ import jax
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, str(Path(__file__).parent))
 
-pytest_plugins = ["server_harness", "reliability_harness"]
+pytest_plugins = ["server_harness", "reliability_harness", "audio_harness"]

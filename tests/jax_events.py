@@ -9,6 +9,6 @@ def compilations() -> list[str]:
   """A list that from now on gets one entry per backend compilation in this process."""
   seen: list[str] = []
   jax.monitoring.register_event_duration_secs_listener(
-      lambda event, _secs, **_: seen.append(event) if "backend_compile" in event else None
+    lambda event, _secs, **_: seen.append(event) if "backend_compile" in event else None
   )
   return seen

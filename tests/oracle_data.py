@@ -103,9 +103,7 @@ def _apply_overrides(target: object, overrides: dict) -> None:
 def design_params(case: OracleCase) -> carfac.CarfacDesignParameters:
   """Our design parameters for the case's neutral design description."""
   design = case.entry["design"]
-  params = carfac.CarfacDesignParameters(
-      fs=design["fs"], n_ears=len(design["ears"])
-  )
+  params = carfac.CarfacDesignParameters(fs=design["fs"], n_ears=len(design["ears"]))
   for ear_params, ear_design in zip(params.ears, design["ears"]):
     for stage in ("car", "agc", "ihc", "syn"):
       _apply_overrides(getattr(ear_params, stage), ear_design.get(stage, {}))

@@ -21,27 +21,28 @@ import dataclasses
 import json
 import random
 import string
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 # The README's error table: code -> close code.
 CLOSE_CODES = {
-    "unsupported": 1003,
-    "invalid_json": 1007,
-    "invalid_message": 1007,
-    "binary_before_start": 1007,
-    "invalid_audio": 1007,
-    "non_finite": 1007,
-    "unauthorized": 1008,
-    "origin_not_allowed": 1008,
-    "idle_timeout": 1008,
-    "message_too_big": 1009,
-    "internal": 1011,
-    "pool_full": 1013,
-    "too_many_connections": 1013,
-    "not_ready": 1013,
-    "shutting_down": 1001,
+  "unsupported": 1003,
+  "invalid_json": 1007,
+  "invalid_message": 1007,
+  "binary_before_start": 1007,
+  "invalid_audio": 1007,
+  "non_finite": 1007,
+  "unauthorized": 1008,
+  "origin_not_allowed": 1008,
+  "idle_timeout": 1008,
+  "message_too_big": 1009,
+  "internal": 1011,
+  "pool_full": 1013,
+  "too_many_connections": 1013,
+  "not_ready": 1013,
+  "shutting_down": 1001,
 }
 SAMPLE_BYTES = {"f32le": 4, "s16le": 2}  # formats, and the bytes of one sample
 SAMPLE_RATE_RANGE = (1000, 384000)
@@ -113,11 +114,11 @@ def start_problems(message: dict[str, Any], served: Served) -> set[str]:
   if set(message) - START_FIELDS or any(name not in message for name in REQUIRED_FIELDS):
     problems.add("invalid_message")
   types = {
-      "sample_rate": _is_number,
-      "channels": _is_integer,
-      "format": lambda v: isinstance(v, str),
-      "hop_ms": _is_number,
-      "outputs": lambda v: isinstance(v, list) and all(isinstance(name, str) for name in v),
+    "sample_rate": _is_number,
+    "channels": _is_integer,
+    "format": lambda v: isinstance(v, str),
+    "hop_ms": _is_number,
+    "outputs": lambda v: isinstance(v, list) and all(isinstance(name, str) for name in v),
   }
   typed = {name: value for name, value in message.items() if name in types and types[name](value)}
   if len(typed) < len(set(message) & set(types)):
@@ -204,10 +205,10 @@ STOP = json.dumps({"type": "stop"})
 def _valid_start(rng: random.Random, served: Served) -> dict[str, Any]:
   """A start message the README accepts, with the optional fields sometimes given."""
   start: dict[str, Any] = {
-      "type": "start",
-      "sample_rate": rng.choice([1000, 8000, 16000.0, 22050, 44100.0, 48000, 96000, 384000, 22050.5]),
-      "channels": rng.choice(served.ears),
-      "format": rng.choice(sorted(SAMPLE_BYTES)),
+    "type": "start",
+    "sample_rate": rng.choice([1000, 8000, 16000.0, 22050, 44100.0, 48000, 96000, 384000, 22050.5]),
+    "channels": rng.choice(served.ears),
+    "format": rng.choice(sorted(SAMPLE_BYTES)),
   }
   if rng.random() < 0.4:
     start["hop_ms"] = rng.choice([served.min_hop_ms, 5, 10.0, 33.3, MAX_HOP_MS])
@@ -249,7 +250,7 @@ def _valid_audio(rng: random.Random, start: dict[str, Any], served: Served) -> b
 
 def _random_text(rng: random.Random) -> str:
   """Up to 200 characters: printable ASCII, JSON's own characters, or other Unicode (NUL included)."""
-  alphabets = [string.printable, "{}[]:,\"0123456789.eE+-truefalsnul ", "äöü€😀\u0000\u2028\ufffd"]
+  alphabets = [string.printable, '{}[]:,"0123456789.eE+-truefalsnul ', "äöü€😀\u0000\u2028\ufffd"]
   return "".join(rng.choice(rng.choice(alphabets)) for _ in range(rng.randint(0, 200)))
 
 
@@ -274,26 +275,26 @@ def _wrong_value(rng: random.Random, served: Served) -> tuple[str, Any]:
   """One field and a value of the right JSON type that the README refuses."""
   unknown_name = rng.choice(["spikes", "FRAMES", "bm" if "bm" not in served.raw_outputs else "nap", ""])
   return rng.choice(
-      [
-          ("sample_rate", rng.choice([0, -48000, 999.9, 384000.5, 1e12, float("nan"), float("inf"), -float("inf")])),
-          ("channels", rng.choice([0, -1, 3, 2**40] + [c for c in (1, 2) if c not in served.ears])),
-          ("format", rng.choice(["f64le", "S16LE", "", "f32be", "u8"])),
-          ("hop_ms", rng.choice([0, -10, served.min_hop_ms / 2, MAX_HOP_MS + 0.5, 1e308, float("nan")])),
-          ("outputs", rng.choice([[], ["frames", "frames"], [unknown_name], ["frames", unknown_name]])),
-      ]
+    [
+      ("sample_rate", rng.choice([0, -48000, 999.9, 384000.5, 1e12, float("nan"), float("inf"), -float("inf")])),
+      ("channels", rng.choice([0, -1, 3, 2**40] + [c for c in (1, 2) if c not in served.ears])),
+      ("format", rng.choice(["f64le", "S16LE", "", "f32be", "u8"])),
+      ("hop_ms", rng.choice([0, -10, served.min_hop_ms / 2, MAX_HOP_MS + 0.5, 1e308, float("nan")])),
+      ("outputs", rng.choice([[], ["frames", "frames"], [unknown_name], ["frames", unknown_name]])),
+    ]
   )
 
 
 def _wrong_json_type(rng: random.Random) -> tuple[str, Any]:
   """One field and a value of a JSON type the README refuses (types are strict)."""
   return rng.choice(
-      [
-          ("sample_rate", rng.choice(["48000", True, None, [48000], {"hz": 48000}])),
-          ("channels", rng.choice([1.0, "1", True, None, [1]])),
-          ("format", rng.choice([1, None, ["f32le"], True])),
-          ("hop_ms", rng.choice(["10", False, [10]])),
-          ("outputs", rng.choice(["frames", [1], [None], {"frames": True}, [["frames"]]])),
-      ]
+    [
+      ("sample_rate", rng.choice(["48000", True, None, [48000], {"hz": 48000}])),
+      ("channels", rng.choice([1.0, "1", True, None, [1]])),
+      ("format", rng.choice([1, None, ["f32le"], True])),
+      ("hop_ms", rng.choice(["10", False, [10]])),
+      ("outputs", rng.choice(["frames", [1], [None], {"frames": True}, [["frames"]]])),
+    ]
   )
 
 
@@ -327,7 +328,7 @@ def _oversized(rng: random.Random, served: Served, binary: bool) -> str | bytes:
   """A message over the size limit: just over, up to twice, or beyond (the WebSocket layer's own limit)."""
   limit = served.max_message_bytes
   size = rng.choice(
-      [limit + 1, rng.randint(limit + 1, 2 * limit), 2 * limit + 1, rng.randint(2 * limit + 1, 8 * limit)]
+    [limit + 1, rng.randint(limit + 1, 2 * limit), 2 * limit + 1, rng.randint(2 * limit + 1, 8 * limit)]
   )
   if binary:
     return rng.randbytes(size)
@@ -349,10 +350,10 @@ def _audio_then(rng: random.Random, start: dict[str, Any], served: Served) -> li
 def _junk(rng: random.Random, start: dict[str, Any], served: Served) -> list[str | bytes]:
   """What a client may still send after a defect or a stop: it must change nothing."""
   choices = [
-      lambda: _valid_audio(rng, start, served),
-      lambda: STOP,
-      lambda: json.dumps(start),
-      lambda: rng.randbytes(7),
+    lambda: _valid_audio(rng, start, served),
+    lambda: STOP,
+    lambda: json.dumps(start),
+    lambda: rng.randbytes(7),
   ]
   return [rng.choice(choices)() for _ in range(rng.randint(0, 2))]
 
@@ -361,64 +362,64 @@ Drawer = Callable[[random.Random, Served, dict[str, Any]], list[str | bytes]]
 
 # kind -> messages for a (valid) start; the access kinds change the headers instead.
 _DRAWERS: dict[str, Drawer] = {
-    "random bytes first": lambda rng, served, start: [rng.randbytes(rng.randint(0, 300))],
-    "random text first": lambda rng, served, start: [_random_text(rng)],
-    "JSON not an object": lambda rng, served, start: [_not_an_object(rng)],
-    "no string type": lambda rng, served, start: [_wrong_type(rng)],
-    "stop or other before start": lambda rng, served, start: [
-        json.dumps({"type": rng.choice(["stop", "pause", "audio", ""])})
-    ],
-    "truncated start": lambda rng, served, start: [json.dumps(start)[: rng.randint(0, len(json.dumps(start)) - 1)]],
-    "deeply nested JSON": lambda rng, served, start: [_deep(rng)],
-    "bad start": lambda rng, served, start: [_bad_start(rng, served)],
-    "oversized first": lambda rng, served, start: [_oversized(rng, served, rng.random() < 0.5)],
-    "oversized in stream": lambda rng, served, start: [
-        json.dumps(start),
-        *_audio_then(rng, start, served),
-        _oversized(rng, served, rng.random() < 0.7),
-    ],
-    "start twice": lambda rng, served, start: [json.dumps(start), *_audio_then(rng, start, served), json.dumps(start)],
-    "text in stream": lambda rng, served, start: [
-        json.dumps(start),
-        *_audio_then(rng, start, served),
-        rng.choice([_random_text(rng), _not_an_object(rng), _wrong_type(rng), _deep(rng), '{"type": "pause"}']),
-    ],
-    "broken audio": lambda rng, served, start: [
-        json.dumps(start),
-        *_audio_then(rng, start, served),
-        _broken_audio(rng, start, served),
-    ],
-    "random bytes as audio": lambda rng, served, start: [
-        json.dumps(start),
-        *[_random_audio_bytes(rng, start, served) for _ in range(rng.randint(1, 3))],
-        STOP,
-    ],
-    "extreme audio, then stop": lambda rng, served, start: [
-        json.dumps(start),
-        *[_valid_audio(rng, start, served) for _ in range(rng.randint(1, 6))],
-        STOP,
-    ],
+  "random bytes first": lambda rng, served, start: [rng.randbytes(rng.randint(0, 300))],
+  "random text first": lambda rng, served, start: [_random_text(rng)],
+  "JSON not an object": lambda rng, served, start: [_not_an_object(rng)],
+  "no string type": lambda rng, served, start: [_wrong_type(rng)],
+  "stop or other before start": lambda rng, served, start: [
+    json.dumps({"type": rng.choice(["stop", "pause", "audio", ""])})
+  ],
+  "truncated start": lambda rng, served, start: [json.dumps(start)[: rng.randint(0, len(json.dumps(start)) - 1)]],
+  "deeply nested JSON": lambda rng, served, start: [_deep(rng)],
+  "bad start": lambda rng, served, start: [_bad_start(rng, served)],
+  "oversized first": lambda rng, served, start: [_oversized(rng, served, rng.random() < 0.5)],
+  "oversized in stream": lambda rng, served, start: [
+    json.dumps(start),
+    *_audio_then(rng, start, served),
+    _oversized(rng, served, rng.random() < 0.7),
+  ],
+  "start twice": lambda rng, served, start: [json.dumps(start), *_audio_then(rng, start, served), json.dumps(start)],
+  "text in stream": lambda rng, served, start: [
+    json.dumps(start),
+    *_audio_then(rng, start, served),
+    rng.choice([_random_text(rng), _not_an_object(rng), _wrong_type(rng), _deep(rng), '{"type": "pause"}']),
+  ],
+  "broken audio": lambda rng, served, start: [
+    json.dumps(start),
+    *_audio_then(rng, start, served),
+    _broken_audio(rng, start, served),
+  ],
+  "random bytes as audio": lambda rng, served, start: [
+    json.dumps(start),
+    *[_random_audio_bytes(rng, start, served) for _ in range(rng.randint(1, 3))],
+    STOP,
+  ],
+  "extreme audio, then stop": lambda rng, served, start: [
+    json.dumps(start),
+    *[_valid_audio(rng, start, served) for _ in range(rng.randint(1, 6))],
+    STOP,
+  ],
 }
 _ACCESS_KINDS = ("no token", "wrong token", "not a bearer token", "wrong token in the query", "foreign origin")
 # How often each kind is drawn: most weight where the engine is reached (a valid start, then audio).
 _WEIGHTS = {
-    **dict.fromkeys(_ACCESS_KINDS, 1),
-    **dict.fromkeys(_DRAWERS, 2),
-    "bad start": 8,
-    "broken audio": 4,
-    "random bytes as audio": 4,
-    "extreme audio, then stop": 8,
+  **dict.fromkeys(_ACCESS_KINDS, 1),
+  **dict.fromkeys(_DRAWERS, 2),
+  "bad start": 8,
+  "broken audio": 4,
+  "random bytes as audio": 4,
+  "extreme audio, then stop": 8,
 }
 
 
 def _access_case(rng: random.Random, kind: str, served: Served, messages: list[str | bytes]) -> Case:
   good = {"Authorization": f"Bearer {served.token}"}
   headers, query = {
-      "no token": ({}, ""),
-      "wrong token": ({"Authorization": f"Bearer {served.token}x"}, ""),
-      "not a bearer token": ({"Authorization": f"Basic {served.token}"}, ""),
-      "wrong token in the query": ({}, f"?token={served.token[:-1]}"),
-      "foreign origin": ({**good, "Origin": rng.choice(FOREIGN_ORIGINS)}, ""),
+    "no token": ({}, ""),
+    "wrong token": ({"Authorization": f"Bearer {served.token}x"}, ""),
+    "not a bearer token": ({"Authorization": f"Basic {served.token}"}, ""),
+    "wrong token in the query": ({}, f"?token={served.token[:-1]}"),
+    "foreign origin": ({**good, "Origin": rng.choice(FOREIGN_ORIGINS)}, ""),
   }[kind]
   if rng.random() < 0.3:
     headers = {**headers, "Origin": served.allowed_origin} if kind != "foreign origin" else headers
@@ -452,4 +453,3 @@ def cases(seed: int, served: Served, messages: int) -> list[Case]:
   while sum(len(case.messages) for case in drawn) < messages:
     drawn.append(generate(rng, served))
   return drawn
-

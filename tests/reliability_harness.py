@@ -75,11 +75,11 @@ class ServerProcess:
 
   def __init__(self, env: dict[str, str]):
     self.process = subprocess.Popen(
-        [sys.executable, "-m", "server"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+      [sys.executable, "-m", "server"],
+      env={**os.environ, **env},
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
     )
     self.lines: queue.Queue[str] = queue.Queue()
     self.log: list[str] = []  # every line so far
@@ -192,15 +192,15 @@ async def receive_all(ws: ClientConnection, recording: Recording, on_ready: asyn
 
 
 async def record(
-    url: str,
-    audio: np.ndarray,
-    rate: float,
-    *,
-    chunk_frames: int = 960,
-    pause_s: float = 0.0,
-    before_stop: asyncio.Event | None = None,
-    under_way: asyncio.Event | None = None,
-    start: dict[str, Any] | None = None,
+  url: str,
+  audio: np.ndarray,
+  rate: float,
+  *,
+  chunk_frames: int = 960,
+  pause_s: float = 0.0,
+  before_stop: asyncio.Event | None = None,
+  under_way: asyncio.Event | None = None,
+  start: dict[str, Any] | None = None,
 ) -> Recording:
   """Streams f32le ``audio`` (n, channels) in chunks, ``pause_s`` apart; stops once ``before_stop`` is set.
 

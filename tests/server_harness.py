@@ -18,7 +18,7 @@ import functools
 import socket
 import threading
 import time
-from typing import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 
 import httpx
 import numpy as np
@@ -83,7 +83,7 @@ def wait_ready(http: str, timeout: float = TIMEOUT_S) -> None:
 def as_received(audio: np.ndarray, fmt: str) -> np.ndarray:
   """What the server decodes from ``audio`` sent in format ``fmt``."""
   return np.frombuffer(encode_audio(audio, fmt), SAMPLE_FORMATS[fmt]).reshape(audio.shape).astype(np.float32) / (
-      np.float32(32768) if fmt == "s16le" else np.float32(1)
+    np.float32(32768) if fmt == "s16le" else np.float32(1)
   )
 
 
@@ -93,7 +93,9 @@ def make_audio(seconds: float, rate: float, channels: int, seed: int) -> np.ndar
   t = np.arange(round(seconds * rate)) / rate
   columns = []
   for _ in range(channels):
-    tones = sum(0.1 * np.sin(2 * np.pi * rng.uniform(200, min(4000, rate / 3)) * t + rng.uniform(0, 6)) for _ in range(3))
+    tones = sum(
+      0.1 * np.sin(2 * np.pi * rng.uniform(200, min(4000, rate / 3)) * t + rng.uniform(0, 6)) for _ in range(3)
+    )
     columns.append(tones + 0.05 * rng.standard_normal(len(t)))
   return np.stack(columns, axis=1).astype(np.float32)
 
@@ -129,47 +131,47 @@ async def _paced(parts: list[np.ndarray], pacing: Pacing) -> AsyncIterator[np.nd
 
 
 async def stream(
-    url: str,
-    audio: np.ndarray,
-    rate: float,
-    fmt: str = "f32le",
-    *,
-    hop_ms: float | None = None,
-    outputs: list[str] | None = None,
-    sai_interval_ms: float | None = None,
-    hearing: dict | None = None,
-    pause_s: float = 0.0,
-    pacing: Pacing | None = None,
-    seed: int = 0,
-    headers: dict[str, str] | None = None,
-    **connect_args,
+  url: str,
+  audio: np.ndarray,
+  rate: float,
+  fmt: str = "f32le",
+  *,
+  hop_ms: float | None = None,
+  outputs: list[str] | None = None,
+  sai_interval_ms: float | None = None,
+  hearing: dict | None = None,
+  pause_s: float = 0.0,
+  pacing: Pacing | None = None,
+  seed: int = 0,
+  headers: dict[str, str] | None = None,
+  **connect_args,
 ) -> Session:
   """Streams ``audio`` (n, channels) in random chunks ``pause_s`` apart (or as ``pacing`` says); returns all
   that came back."""
   request = StreamRequest(
-      rate,
-      audio.shape[1],
-      fmt,
-      hop_ms,
-      None if outputs is None else tuple(outputs),
-      sai_interval_ms=sai_interval_ms,
-      hearing=hearing,
+    rate,
+    audio.shape[1],
+    fmt,
+    hop_ms,
+    None if outputs is None else tuple(outputs),
+    sai_interval_ms=sai_interval_ms,
+    hearing=hearing,
   )
   async with asyncio.timeout(TIMEOUT_S):
     pacing = pacing or Pacing(pause_s)
     audio_chunks = _paced(chunks(audio, seed), pacing)
     return await client_stream(
-        url,
-        request,
-        audio_chunks,
-        headers=AUTH if headers is None else headers,
-        on_frames=lambda header, rows: pacing.under_way.set(),
-        **connect_args,
+      url,
+      request,
+      audio_chunks,
+      headers=AUTH if headers is None else headers,
+      on_frames=lambda header, rows: pacing.under_way.set(),
+      **connect_args,
     )
 
 
 async def exchange(
-    url: str, messages: list[str | bytes], headers: dict[str, str] | None = None, **connect_args
+  url: str, messages: list[str | bytes], headers: dict[str, str] | None = None, **connect_args
 ) -> Session:
   """Sends ``messages`` and reads until the server closes; returns what came back."""
   session = Session()
@@ -190,7 +192,7 @@ def to_model_rate(audio: np.ndarray, rate: float, model_rate: float) -> np.ndarr
   return np.concatenate([resampler.process(audio), resampler.flush()])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _offline_model(ears: int, model_rate: float, ihc_style: str):
   """(naps, bm) of one float32 ``run_segment_jit`` from the designed initial state."""
   params = design(Settings(model_rate=model_rate, ihc_style=ihc_style), ears)
@@ -208,12 +210,12 @@ def _offline_model(ears: int, model_rate: float, ihc_style: str):
 
 
 def reference(
-    audio: np.ndarray,
-    rate: float,
-    settings: Settings,
-    hop: int,
-    ohc_health: np.ndarray | None = None,
-    input_gain: float = 1.0,
+  audio: np.ndarray,
+  rate: float,
+  settings: Settings,
+  hop: int,
+  ohc_health: np.ndarray | None = None,
+  input_gain: float = 1.0,
 ) -> dict[str, np.ndarray]:
   """Offline frames (of ``hop`` model samples) / naps / bm of the server's model for ``audio`` at ``rate``.
 
@@ -227,12 +229,14 @@ def reference(
   return {"frames": frames, "naps": naps, "bm": bm}
 
 
-@functools.lru_cache(maxsize=None)
-def _reference_pictures(audio_bytes: bytes, model_rate: float, ihc_style: str, block: int) -> list[carfac.PipelineFrame]:
+@functools.cache
+def _reference_pictures(
+  audio_bytes: bytes, model_rate: float, ihc_style: str, block: int
+) -> list[carfac.PipelineFrame]:
   audio = np.frombuffer(audio_bytes, np.float32)
   params = design(Settings(model_rate=model_rate, ihc_style=ihc_style), 1)
   pipeline = carfac.PitchogramPipeline(
-      model_rate, carfac.PitchogramPipelineParams(num_samples_per_segment=block), carfac_params=params, dtype=np.float32
+    model_rate, carfac.PitchogramPipelineParams(num_samples_per_segment=block), carfac_params=params, dtype=np.float32
   )
   return [pipeline.process_samples(audio[k * block : (k + 1) * block]) for k in range(len(audio) // block)]
 
@@ -258,16 +262,16 @@ TOLERANCE = 5e-5
 def main_settings() -> Settings:
   """The shared test server: both ear counts, raw outputs, a token, an allowed origin, small queues."""
   return Settings(
-      port=0,
-      log_level="warning",
-      ears=[1, 2],
-      capacity=16,
-      raw_outputs=["naps", "bm"],
-      token=TOKEN,
-      allowed_origins=["http://allowed.example"],
-      max_message_bytes=65536,
-      idle_timeout_s=5.0,
-      send_queue_messages=64,
+    port=0,
+    log_level="warning",
+    ears=[1, 2],
+    capacity=16,
+    raw_outputs=["naps", "bm"],
+    token=TOKEN,
+    allowed_origins=["http://allowed.example"],
+    max_message_bytes=65536,
+    idle_timeout_s=5.0,
+    send_queue_messages=64,
   )
 
 

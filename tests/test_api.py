@@ -12,9 +12,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from oracle_data import REPO_ROOT
 
 import carfac
-from oracle_data import REPO_ROOT
 
 SEED_README = REPO_ROOT.parent / "shared" / "seed" / "carfac-jax-README.md"
 
@@ -28,17 +28,17 @@ def _seed_example() -> str:
 
 
 @pytest.mark.skipif(
-    not SEED_README.is_file(),
-    reason=f"seed README not found at {SEED_README} (needs ../shared)",
+  not SEED_README.is_file(),
+  reason=f"seed README not found at {SEED_README} (needs ../shared)",
 )
 def test_seed_example_runs_verbatim_and_gives_finite_nonzero_gradients(tmp_path: Path) -> None:
   """Runs the example as a user would: fresh process, default float32."""
   script = tmp_path / "seed_example.py"
   script.write_text(
-      "import functools\nimport jax\nimport jax.numpy as jnp\nimport numpy as np\n"
-      + _seed_example()
-      + textwrap.dedent(
-          """
+    "import functools\nimport jax\nimport jax.numpy as jnp\nimport numpy as np\n"
+    + _seed_example()
+    + textwrap.dedent(
+      """
           leaves = jax.tree.leaves(grad_jax)
           assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
           total = sum(float(jnp.sum(jnp.abs(g))) for g in leaves)
@@ -47,11 +47,9 @@ def test_seed_example_runs_verbatim_and_gives_finite_nonzero_gradients(tmp_path:
               jax.tree.leaves(new_weights), jax.tree.leaves(weights_jax)))
           print("OK", total, health, changed, leaves[0].dtype)
           """
-      )
+    )
   )
-  result = subprocess.run(
-      [sys.executable, str(script)], capture_output=True, text=True, timeout=300
-  )
+  result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   _, total, health, changed, dtype = result.stdout.split()[-5:]
   assert float(total) > 0 and float(health) > 0
@@ -72,13 +70,13 @@ def test_default_design_has_the_reference_channel_counts() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad_input, message",
-    [
-        (np.zeros(100, np.int16), "float"),
-        (np.zeros((100, 2)), "designed for 1"),
-        (np.zeros((10, 1, 1)), r"shape \(n_samp,\) or \(n_samp, n_ears\)"),
-    ],
-    ids=["integer", "two-ears-for-mono", "rank-3"],
+  "bad_input, message",
+  [
+    (np.zeros(100, np.int16), "float"),
+    (np.zeros((100, 2)), "designed for 1"),
+    (np.zeros((10, 1, 1)), r"shape \(n_samp,\) or \(n_samp, n_ears\)"),
+  ],
+  ids=["integer", "two-ears-for-mono", "rank-3"],
 )
 def test_bad_input_gets_a_clear_value_error(default_model, bad_input, message) -> None:
   hypers, weights, state = default_model
@@ -107,10 +105,10 @@ def test_hypers_hash_and_compare_by_value() -> None:
   h2, _, _ = carfac.design_and_init_carfac(carfac.CarfacDesignParameters())
   assert h1 is not h2 and h1 == h2 and hash(h1) == hash(h2)
   for edit in (
-      lambda p: setattr(p.ears[0].car, "linear_car", True),
-      lambda p: setattr(p.ears[0].ihc, "ihc_style", "one_cap"),
-      lambda p: setattr(p.ears[0].agc, "decimation", (8, 2, 2, 4)),
-      lambda p: setattr(p.ears[0].car, "max_zeta", 0.3),
+    lambda p: setattr(p.ears[0].car, "linear_car", True),
+    lambda p: setattr(p.ears[0].ihc, "ihc_style", "one_cap"),
+    lambda p: setattr(p.ears[0].agc, "decimation", (8, 2, 2, 4)),
+    lambda p: setattr(p.ears[0].car, "max_zeta", 0.3),
   ):
     params = carfac.CarfacDesignParameters()
     edit(params)

@@ -34,11 +34,11 @@ def test_the_firing_schedule_follows_the_phase_arithmetic() -> None:
   """Independent count: run the phases sample by sample, note which stages wrap."""
   for decimation in [(8, 2, 2, 2), (4, 3, 1, 2), (8,)]:
     params = agc.AgcDesignParameters(
-        n_stages=len(decimation),
-        time_constants=0.002 * 4 ** np.arange(len(decimation)),
-        decimation=decimation,
-        agc1_scales=np.ones(len(decimation)),
-        agc2_scales=np.ones(len(decimation)),
+      n_stages=len(decimation),
+      time_constants=0.002 * 4 ** np.arange(len(decimation)),
+      decimation=decimation,
+      agc1_scales=np.ones(len(decimation)),
+      agc2_scales=np.ones(len(decimation)),
     )
     hypers = agc.design_and_init_agc(params, 22050.0, 10, np.float64)[0]
     phases, expected = [0] * len(decimation), []
@@ -64,7 +64,7 @@ def test_the_scheduled_loop_equals_the_checked_loop_bit_for_bit_and_both_equal_s
   period = carfac.agc_period(hypers)
   x = loud_noise(3, 2 * period, n_ears, seed=n_ears)
   batch = lambda phases_at_zero: run_segment_batch(
-      x, hypers, weights, stacked([state] * 3), outputs=OUTPUTS, phases_at_zero=phases_at_zero
+    x, hypers, weights, stacked([state] * 3), outputs=OUTPUTS, phases_at_zero=phases_at_zero
   )
   checked_seg, checked_states = batch(False)
   for phases_at_zero in (True, None):
@@ -78,7 +78,7 @@ def test_the_scheduled_loop_equals_the_checked_loop_bit_for_bit_and_both_equal_s
     one_seg, one_state = run(x[i], state)
     # Batched, XLA may contract or vectorise differently: float64 rounding only.
     for batched, one in [(checked_seg[name][i], one_seg[name]) for name in OUTPUTS] + [
-        (a[i], b) for a, b in zip(jax.tree.leaves(checked_states), jax.tree.leaves(one_state))
+      (a[i], b) for a, b in zip(jax.tree.leaves(checked_states), jax.tree.leaves(one_state))
     ]:
       peak = float(np.max(np.abs(one))) or 1.0
       np.testing.assert_allclose(batched, one, rtol=0, atol=1e-12 * peak)
@@ -92,8 +92,13 @@ def test_outputs_summed_in_the_loop_equal_sums_of_the_per_sample_outputs(sum_eve
   per_sample, _ = run_segment_batch(x, hypers, weights, stacked([state] * 2), outputs=("naps", "bm"))
   for phases_at_zero in (False, True):
     summed, _ = run_segment_batch(
-        x, hypers, weights, stacked([state] * 2), outputs=("naps", "bm"),
-        sum_every=sum_every, phases_at_zero=phases_at_zero,
+      x,
+      hypers,
+      weights,
+      stacked([state] * 2),
+      outputs=("naps", "bm"),
+      sum_every=sum_every,
+      phases_at_zero=phases_at_zero,
     )
     for name in ("naps", "bm"):
       expected = per_sample[name].reshape((2, 384 // sum_every, sum_every) + per_sample[name].shape[2:]).sum(axis=2)

@@ -12,15 +12,15 @@ import io
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
-from typing import AsyncIterator
 
 import matplotlib.image
 import numpy as np
 import pytest
 import soundfile
-from audio_harness import CAPTURE_RATE, TONE_HZ, playing_tone, sounddevice  # noqa: F401 (fixture)
+from audio_harness import CAPTURE_RATE, TONE_HZ, playing_tone
 from pixels import brightest_channel
 from server_harness import TIMEOUT_S, TOKEN, TOLERANCE, as_received, max_error, reference, reference_pictures
 

@@ -26,7 +26,7 @@ def run(answers: list[Session], retries: int, backoff_s: float = 0.01) -> tuple[
     return answers[len(tries) - 1]
 
   session = asyncio.run(
-      with_retries(attempt, retries, backoff_s, lambda n, error, delay: told.append((n, error["code"], delay)))
+    with_retries(attempt, retries, backoff_s, lambda n, error, delay: told.append((n, error["code"], delay)))
   )
   return session, len(tries), told
 
@@ -52,7 +52,7 @@ def test_other_refusals_are_final(code: str) -> None:
 def test_a_stream_that_started_is_never_repeated() -> None:
   """Ready came, then the server drained: the audio was consumed, so no second try."""
   started_then_drained = Session(
-      ready={"type": "ready"}, texts=[{"type": "error", "code": "shutting_down", "message": "..."}], close_code=1001
+    ready={"type": "ready"}, texts=[{"type": "error", "code": "shutting_down", "message": "..."}], close_code=1001
   )
   session, tries, _ = run([started_then_drained, served()], retries=3)
   assert tries == 1 and session is started_then_drained

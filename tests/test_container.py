@@ -15,8 +15,8 @@ import dataclasses
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
@@ -145,4 +145,6 @@ def test_cpu_image_streams_offline_frames_and_stops_cleanly(container: Container
   exit_code = podman("inspect", "--format", "{{.State.ExitCode}}", container.name).stdout.strip()
   assert exit_code == "0", f"exit code {exit_code}:\n{container.logs()}"
   assert seconds_to_stop < STOP_GRACE_S / 3, f"SIGTERM took {seconds_to_stop:.1f} s:\n{container.logs()}"
-  print(f"ready after {seconds_to_ready:.1f} s, frames within {error:.1e} of the peak, stopped in {seconds_to_stop:.1f} s")
+  print(
+    f"ready after {seconds_to_ready:.1f} s, frames within {error:.1e} of the peak, stopped in {seconds_to_stop:.1f} s"
+  )

@@ -22,11 +22,11 @@ from engine.nap_file import main
 
 MODEL_RATE, HOP = 22050.0, 220
 FILES = {  # name: (rate, channels, seconds)
-    "a.wav": (22050, 1, 1.3),
-    "b.flac": (44100, 1, 0.7),
-    "stereo.wav": (16000, 2, 0.9),
-    "deep/c.wav": (48000, 1, 1.6),
-    "deep/deeper/d.ogg": (22050, 1, 0.5),
+  "a.wav": (22050, 1, 1.3),
+  "b.flac": (44100, 1, 0.7),
+  "stereo.wav": (16000, 2, 0.9),
+  "deep/c.wav": (48000, 1, 1.6),
+  "deep/deeper/d.ogg": (22050, 1, 0.5),
 }
 
 
@@ -76,10 +76,10 @@ def test_inputs_expand_from_files_folders_globs_and_list_files(tmp_path: Path) -
   out = tmp_path / "out"
   jobs = expand_inputs([str(tmp_path / "x"), str(tmp_path / "x/*.wav"), "@" + str(tmp_path / "list.txt")], out)
   assert [(j.source.relative_to(tmp_path).as_posix(), j.output.relative_to(out).as_posix(), j.error) for j in jobs] == [
-      ("x/1.wav", "1.npz", None),  # the folder mirrors its tree; the glob's x/1.wav is the same file: once
-      ("x/y/2.flac", "y/2.npz", None),
-      ("z/3.wav", "3.npz", None),
-      ("z/also/3.wav", "3.npz", f"its output {out / '3.npz'} is also that of {tmp_path / 'z/3.wav'}"),
+    ("x/1.wav", "1.npz", None),  # the folder mirrors its tree; the glob's x/1.wav is the same file: once
+    ("x/y/2.flac", "y/2.npz", None),
+    ("z/3.wav", "3.npz", None),
+    ("z/also/3.wav", "3.npz", f"its output {out / '3.npz'} is also that of {tmp_path / 'z/3.wav'}"),
   ]
 
 
@@ -126,7 +126,9 @@ def test_raw_outputs_and_a_hearing_profile_for_the_whole_dataset(dataset) -> Non
   assert main(args + ["--raw", "naps", "--hearing-profile", "noise-notch", "--level-db-spl", "80"]) == 0
   hypers, _, _ = carfac.design_and_init_carfac(carfac.CarfacDesignParameters(fs=MODEL_RATE), np.float32)
   health = carfac.ohc_health_from_audiogram(
-      carfac.hearing.AUDIOMETRIC_FREQUENCIES_HZ, carfac.hearing.EXAMPLE_AUDIOGRAMS["noise-notch"], hypers.ears[0].pole_freqs
+    carfac.hearing.AUDIOMETRIC_FREQUENCIES_HZ,
+    carfac.hearing.EXAMPLE_AUDIOGRAMS["noise-notch"],
+    hypers.ears[0].pole_freqs,
   )
   gain = carfac.input_gain_for_level(80.0)
   for name, rate in (("a.wav", 22050), ("b.flac", 44100)):

@@ -42,7 +42,7 @@ def test_pool_streams_joining_and_leaving_equal_separate_offline_runs(shards: in
   untouched), and a freed slot reused by a new stream that starts afresh."""
   block, hop = 128, 100
   pool = StreamPool(
-      carfac.CarfacDesignParameters(), capacity=4, block_size=block, hop=hop, dtype=np.float64, shards=shards
+    carfac.CarfacDesignParameters(), capacity=4, block_size=block, hop=hop, dtype=np.float64, shards=shards
   )
   assert pool.frame_granule == 4  # NAP summed in groups of 4 samples inside the time loop
   rng = np.random.default_rng(5)
@@ -54,9 +54,9 @@ def test_pool_streams_joining_and_leaving_equal_separate_offline_runs(shards: in
       if t == start:
         slots[name] = pool.join()
     blocks = {
-        slots[name]: audio[name][sent[name] * block : (sent[name] + 1) * block]
-        for name in slots
-        if (t + ord(name)) % 4 != 0  # every stream skips some steps
+      slots[name]: audio[name][sent[name] * block : (sent[name] + 1) * block]
+      for name in slots
+      if (t + ord(name)) % 4 != 0  # every stream skips some steps
     }
     results = pool.step(blocks)
     for name, slot in list(slots.items()):
@@ -168,19 +168,22 @@ def test_streams_join_the_least_loaded_shard() -> None:
   assert pool.shard_streams == [1, 1]
 
 
-def test_pool_rejects_bad_blocks_without_touching_state() -> None:
+@pytest.mark.parametrize(
+  "bad, message",
+  [
+    (np.where(np.arange(32) == 5, np.nan, 0.01).astype(np.float32), "slot 0: block has NaN or Inf samples; rejected"),
+    (np.zeros(31, np.float32), r"slot 0: block shape must be \(32, 1\), got \(31,\)"),
+    (np.zeros(32, np.int16), "slot 0: block dtype must be float32 or float64, got int16"),
+  ],
+  ids=["NaN", "wrong size", "int16"],
+)
+def test_pool_rejects_bad_blocks_without_touching_state(bad: np.ndarray, message: str) -> None:
   pool = StreamPool(carfac.CarfacDesignParameters(), capacity=2, block_size=32, hop=32)
   slot = pool.join()
   good = np.full(32, 0.01, np.float32)
   before = jax.tree.map(np.array, pool._states)
-  bad_blocks = {
-      "NaN": np.where(np.arange(32) == 5, np.nan, good).astype(np.float32),
-      "wrong size": np.zeros(31, np.float32),
-      "int16": np.zeros(32, np.int16),
-  }
-  for what, bad in bad_blocks.items():
-    with pytest.raises(ValueError):
-      pool.step({slot: bad})
+  with pytest.raises(ValueError, match=message):
+    pool.step({slot: bad})
   after = jax.tree.map(np.array, pool._states)
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
     np.testing.assert_array_equal(a, b)
@@ -205,8 +208,13 @@ def test_pool_streams_with_own_hops_and_unaligned_agc_phases_equal_offline() -> 
   streams are due; each stream also asks for its own hop."""
   block, n_blocks = 100, 8
   pool = StreamPool(
-      carfac.CarfacDesignParameters(), capacity=3, block_size=block, hop=80, min_hop=30, dtype=np.float64,
-      frame_granule=1,  # any hop; the default (10 here) would refuse 57
+    carfac.CarfacDesignParameters(),
+    capacity=3,
+    block_size=block,
+    hop=80,
+    min_hop=30,
+    dtype=np.float64,
+    frame_granule=1,  # any hop; the default (10 here) would refuse 57
   )
   rng = np.random.default_rng(9)
   hops, joins = [80, 30, 57], [0, 1, 3]

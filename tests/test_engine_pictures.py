@@ -14,15 +14,20 @@ BLOCK, HOP = 256, 220
 
 def pool_with_pictures(capacity: int, dtype=np.float64, shards: int = 1) -> StreamPool:
   return StreamPool(
-      carfac.CarfacDesignParameters(), capacity=capacity, block_size=BLOCK, hop=HOP, dtype=dtype,
-      shards=shards, pitchogram=carfac.PitchogramPipelineParams(),
+    carfac.CarfacDesignParameters(),
+    capacity=capacity,
+    block_size=BLOCK,
+    hop=HOP,
+    dtype=dtype,
+    shards=shards,
+    pitchogram=carfac.PitchogramPipelineParams(),
   )
 
 
 def offline_pictures(audio: np.ndarray) -> list[carfac.PipelineFrame]:
   """The library's pipeline, with the pool's design, on one stream's audio, block by block."""
   pipeline = carfac.PitchogramPipeline(
-      22050, carfac.PitchogramPipelineParams(), carfac_params=carfac.CarfacDesignParameters(), dtype=np.float64
+    22050, carfac.PitchogramPipelineParams(), carfac_params=carfac.CarfacDesignParameters(), dtype=np.float64
   )
   return [pipeline.process_samples(audio[k * BLOCK : (k + 1) * BLOCK]) for k in range(len(audio) // BLOCK)]
 
@@ -50,9 +55,9 @@ def test_pictures_of_streams_joining_pausing_and_leaving_equal_the_offline_pipel
       if t == start:
         slots[name] = pool.join()
     blocks = {
-        slots[name]: audio[name][sent[name] * BLOCK : (sent[name] + 1) * BLOCK]
-        for name in slots
-        if (t + ord(name)) % 3 != 0
+      slots[name]: audio[name][sent[name] * BLOCK : (sent[name] + 1) * BLOCK]
+      for name in slots
+      if (t + ord(name)) % 3 != 0
     }
     stepped = pool.step(blocks, sai_frames=[slots["a"]] if "a" in slots else ())
     for name, slot in list(slots.items()):
@@ -88,7 +93,9 @@ def test_a_pool_with_pictures_compiles_nothing_after_start_up() -> None:
       pool.join()
     active = pool.slots_in_use
     buckets_run.add(pool.bucket_for(pool.shard_streams[0]))
-    results = pool.step({s: rng.standard_normal(BLOCK).astype(np.float32) * 0.01 for s in active}, sai_frames=active[:1])
+    results = pool.step(
+      {s: rng.standard_normal(BLOCK).astype(np.float32) * 0.01 for s in active}, sai_frames=active[:1]
+    )
     assert all(r.pictures.lag_profile.shape == (148,) for r in results.values())
     if t % 9 == 8:
       pool.leave(active[0])
@@ -99,11 +106,17 @@ def test_a_pool_with_pictures_compiles_nothing_after_start_up() -> None:
 def test_pictures_need_one_ear_and_the_pool_s_block() -> None:
   with pytest.raises(ValueError, match="the pitchogram is mono: a pool with pitchogram needs 1 ear, got 2"):
     StreamPool(
-        carfac.CarfacDesignParameters(n_ears=2), capacity=1, block_size=BLOCK, hop=HOP,
-        pitchogram=carfac.PitchogramPipelineParams(),
+      carfac.CarfacDesignParameters(n_ears=2),
+      capacity=1,
+      block_size=BLOCK,
+      hop=HOP,
+      pitchogram=carfac.PitchogramPipelineParams(),
     )
   with pytest.raises(ValueError, match=r"the pitchogram's segment \(256 samples\) must be the pool's block \(128\)"):
     StreamPool(
-        carfac.CarfacDesignParameters(), capacity=1, block_size=128, hop=HOP,
-        pitchogram=carfac.PitchogramPipelineParams(),
+      carfac.CarfacDesignParameters(),
+      capacity=1,
+      block_size=128,
+      hop=HOP,
+      pitchogram=carfac.PitchogramPipelineParams(),
     )

@@ -37,22 +37,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from oracle_data import DEFAULT_GOLDEN_DIR, golden_dir
 
 import carfac
-from oracle_data import DEFAULT_GOLDEN_DIR, golden_dir
 
 N_EARS = 2
 GOLDEN_DIR = golden_dir()
 
 pytestmark = [
-    pytest.mark.golden,
-    pytest.mark.skipif(
-        GOLDEN_DIR is None,
-        reason=(
-            "v1 golden files not found in $CARFAC_GOLDEN_DIR "
-            f"({os.environ.get('CARFAC_GOLDEN_DIR', 'unset')}) nor in {DEFAULT_GOLDEN_DIR}"
-        ),
+  pytest.mark.golden,
+  pytest.mark.skipif(
+    GOLDEN_DIR is None,
+    reason=(
+      "v1 golden files not found in $CARFAC_GOLDEN_DIR "
+      f"({os.environ.get('CARFAC_GOLDEN_DIR', 'unset')}) nor in {DEFAULT_GOLDEN_DIR}"
     ),
+  ),
 ]
 
 
@@ -71,15 +71,15 @@ class GoldenCase:
 
 
 CASES = (
-    GoldenCase("binaural_test", 22050.0, 71, "one_cap", False, 5e-5, 1e-5, 7e-4),
-    GoldenCase("long_test", 44100.0, 83, "one_cap", False, 7e-3, 1.5e-3, 7e-3),
-    GoldenCase("agc_test", 44100.0, 83, "one_cap", True, 7e-3, 3e-3, 3e-3),
-    GoldenCase("ihc_just_hwr_test", 44100.0, 83, "just_hwr", False, 1.5e-3, 3e-3, 1.5e-3),
+  GoldenCase("binaural_test", 22050.0, 71, "one_cap", False, 5e-5, 1e-5, 7e-4),
+  GoldenCase("long_test", 44100.0, 83, "one_cap", False, 7e-3, 1.5e-3, 7e-3),
+  GoldenCase("agc_test", 44100.0, 83, "one_cap", True, 7e-3, 3e-3, 3e-3),
+  GoldenCase("ihc_just_hwr_test", 44100.0, 83, "just_hwr", False, 1.5e-3, 3e-3, 1.5e-3),
 )
 CASES_BY_NAME = {case.name: case for case in CASES}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(filename: str) -> np.ndarray:
   """One golden text file as a 2-D float64 array, read once per session."""
   assert GOLDEN_DIR is not None
@@ -91,10 +91,8 @@ def _golden_per_ear(test: str, kind: str) -> np.ndarray:
   return np.stack([_load(f"{test}-{kind}{e + 1}.txt") for e in range(N_EARS)], axis=-1)
 
 
-@functools.lru_cache(maxsize=None)
-def _run(
-    test: str, exact_stage_gain: bool = True, ac_coupled_bm: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
+@functools.cache
+def _run(test: str, exact_stage_gain: bool = True, ac_coupled_bm: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """Our (naps, bm), each (n_samp, n_ch, n_ears), for a golden test's audio."""
   case = CASES_BY_NAME[test]
   params = carfac.CarfacDesignParameters(fs=case.fs, n_ears=N_EARS)
@@ -127,9 +125,9 @@ def test_shapes_match_golden(case: GoldenCase) -> None:
 # (our output, golden file kind, GoldenCase tolerance field); the C++ NAP is
 # itself up to 4.9e-3 off the Matlab one.
 COMPARISONS = [
-    ("nap", "matlab-nap", "nap_tol"),
-    ("bm", "matlab-bm", "bm_tol"),
-    ("nap", "cpp-nap", "cpp_nap_tol"),
+  ("nap", "matlab-nap", "nap_tol"),
+  ("bm", "matlab-bm", "bm_tol"),
+  ("nap", "cpp-nap", "cpp_nap_tol"),
 ]
 
 
@@ -146,9 +144,9 @@ def test_output_matches_golden(case: GoldenCase, output: str, golden_kind: str, 
 
 
 @pytest.mark.parametrize(
-    "exact_stage_gain, ac_coupled_bm, output",
-    [(False, True, "bm"), (False, False, "nap"), (True, True, "bm")],
-    ids=["plain_v2_bm", "without_exact_stage_gain_nap", "with_ac_coupled_bm_bm"],
+  "exact_stage_gain, ac_coupled_bm, output",
+  [(False, True, "bm"), (False, False, "nap"), (True, True, "bm")],
+  ids=["plain_v2_bm", "without_exact_stage_gain_nap", "with_ac_coupled_bm_bm"],
 )
 def test_v1_options_are_needed(exact_stage_gain: bool, ac_coupled_bm: bool, output: str) -> None:
   """Dropping either v1 option moves binaural_test off golden by > 1e-3.
@@ -159,6 +157,8 @@ def test_v1_options_are_needed(exact_stage_gain: bool, ac_coupled_bm: bool, outp
   naps, bm = _run("binaural_test", exact_stage_gain, ac_coupled_bm)
   ours = {"nap": naps, "bm": bm}[output]
   diff = _max_abs_diff(ours, _golden_per_ear("binaural_test", f"matlab-{output}"))
-  print(f"binaural_test {output} with exact_stage_gain={exact_stage_gain}, "
-        f"ac_coupled_bm={ac_coupled_bm}: max abs diff {diff:.3g}")
+  print(
+    f"binaural_test {output} with exact_stage_gain={exact_stage_gain}, "
+    f"ac_coupled_bm={ac_coupled_bm}: max abs diff {diff:.3g}"
+  )
   assert diff > 1e-3, f"{output} still matches golden ({diff:.3g}) without the v1 options"

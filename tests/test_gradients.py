@@ -36,9 +36,7 @@ def naps_loss(weights, x, hypers, state, checkpoint_every=None):
 
 
 #: One compiled loss-and-gradient for the tests below (compiling one costs ~10 s).
-naps_value_and_grad = jax.jit(
-    jax.value_and_grad(naps_loss), static_argnames=("hypers", "checkpoint_every")
-)
+naps_value_and_grad = jax.jit(jax.value_and_grad(naps_loss), static_argnames=("hypers", "checkpoint_every"))
 
 
 def assert_trees_close(actual, expected, rtol: float) -> None:
@@ -98,7 +96,7 @@ def test_a_checkpointed_batch_gives_the_same_gradients() -> None:
 
   def loss(weights, checkpoint_every):
     seg, _ = carfac.run_segment_batch(
-        xs, hypers, weights, states, phases_at_zero=True, checkpoint_every=checkpoint_every
+      xs, hypers, weights, states, phases_at_zero=True, checkpoint_every=checkpoint_every
     )
     return jnp.mean((seg["naps"] - 1.0) ** 2)
 

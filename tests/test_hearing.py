@@ -50,21 +50,21 @@ def test_health_falls_where_the_audiogram_loss_is(design):
   hypers, _, _ = design
   poles = np.asarray(hypers.ears[0].pole_freqs)
   health = carfac.ohc_health_from_audiogram(
-      hearing.AUDIOMETRIC_FREQUENCIES_HZ, hearing.EXAMPLE_AUDIOGRAMS["moderate-sloping"], poles
+    hearing.AUDIOMETRIC_FREQUENCIES_HZ, hearing.EXAMPLE_AUDIOGRAMS["moderate-sloping"], poles
   )
   assert np.all(np.diff(health[poles > 300]) >= -1e-12)  # channel 0 is the highest: health rises along the list
   assert health[np.argmin(abs(poles - 4000))] < health[np.argmin(abs(poles - 500))] < 1
 
 
 @pytest.mark.parametrize(
-    ("frequencies", "losses", "message"),
-    [
-        ([1000.0, 500.0], [10.0, 10.0], "positive and increasing"),
-        ([0.0, 500.0], [10.0, 10.0], "positive and increasing"),
-        ([500.0, 1000.0], [10.0], "as many losses as frequencies"),
-        ([], [], "as many losses as frequencies"),
-        ([500.0, 1000.0], [10.0, float("inf")], "finite"),
-    ],
+  ("frequencies", "losses", "message"),
+  [
+    ([1000.0, 500.0], [10.0, 10.0], "positive and increasing"),
+    ([0.0, 500.0], [10.0, 10.0], "positive and increasing"),
+    ([500.0, 1000.0], [10.0], "as many losses as frequencies"),
+    ([], [], "as many losses as frequencies"),
+    ([500.0, 1000.0], [10.0, float("inf")], "finite"),
+  ],
 )
 def test_a_malformed_audiogram_is_refused_with_what_is_wrong(design, frequencies, losses, message):
   poles = np.asarray(design[0].ears[0].pole_freqs)
@@ -76,7 +76,9 @@ def test_a_flat_audiogram_loss_shifts_the_models_threshold_by_that_loss(design):
   hypers, weights, state = design
   poles = np.asarray(hypers.ears[0].pole_freqs)
   health = carfac.ohc_health_from_audiogram([1000.0], [20.0], poles)
-  shifts = hearing.threshold_shifts_db(hypers, weights, carfac.with_ohc_health(weights, health), state, [500, 1000, 2000])
+  shifts = hearing.threshold_shifts_db(
+    hypers, weights, carfac.with_ohc_health(weights, health), state, [500, 1000, 2000]
+  )
   # The table holds the float64 model with one health in every channel; here float32, and the health varies
   # a little across channels (the table's frequency interpolation). Measured: 19.1, 19.4, 20.7 dB.
   np.testing.assert_allclose(shifts, 20.0, atol=1.5)
@@ -88,7 +90,9 @@ def test_fitting_a_sloping_audiogram_brings_every_reachable_shift_within_2_db(de
   frequencies = hearing.AUDIOMETRIC_FREQUENCIES_HZ
   poles = np.asarray(hypers.ears[0].pole_freqs)
   first_guess = carfac.ohc_health_from_audiogram(frequencies, losses, poles)
-  guessed = hearing.threshold_shifts_db(hypers, weights, carfac.with_ohc_health(weights, first_guess), state, frequencies)
+  guessed = hearing.threshold_shifts_db(
+    hypers, weights, carfac.with_ohc_health(weights, first_guess), state, frequencies
+  )
   health, shifts = hearing.fit_ohc_health_to_audiogram(hypers, weights, state, frequencies, losses)
   reachable = np.asarray(frequencies) <= 6000  # 8 kHz: h = 0 shifts it by 20 dB at most, 15 asked
   assert np.abs(guessed - losses)[reachable].max() > 5  # measured: 10 dB too much at 2 kHz
@@ -121,7 +125,7 @@ def test_run_segment_batch_with_weights_per_stream_equals_separate_runs(design):
   audio = (0.05 * np.random.default_rng(1).standard_normal((3, 512))).astype(np.float32)
   stacked = lambda trees: jax.tree.map(lambda *leaves: np.stack(leaves), *trees)
   seg, _ = carfac.run_segment_batch(
-      audio, hypers, stacked(profiles), stacked([state] * 3), outputs=("naps",), weights_per_stream=True
+    audio, hypers, stacked(profiles), stacked([state] * 3), outputs=("naps",), weights_per_stream=True
   )
   for i, profile in enumerate(profiles):
     alone = carfac.run_segment(audio[i], hypers, profile, state).naps

@@ -75,7 +75,9 @@ def test_the_ingress_outlasts_the_idle_timeout_and_the_hpa_scales_on_an_exported
   body = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
   assert float(body.removesuffix("m")) * 2**20 > Settings().max_message_bytes
   exported = set(re.findall(r"^# TYPE (\w+) ", Metrics().render().decode(), re.MULTILINE))
-  pods_metrics = [m["pods"]["metric"]["name"] for m in DOCUMENTS["HorizontalPodAutoscaler"]["spec"]["metrics"] if m["type"] == "Pods"]
+  pods_metrics = [
+    m["pods"]["metric"]["name"] for m in DOCUMENTS["HorizontalPodAutoscaler"]["spec"]["metrics"] if m["type"] == "Pods"
+  ]
   assert pods_metrics and set(pods_metrics) <= exported
   assert any(m["type"] == "Resource" for m in DOCUMENTS["HorizontalPodAutoscaler"]["spec"]["metrics"])  # CPU fallback
   rules = DOCUMENTS["ConfigMap"]["data"]["config.yaml"]

@@ -17,9 +17,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
 def _lint(*config: str) -> subprocess.CompletedProcess:
-  return subprocess.run(
-      [LINT_IMPORTS, "--no-cache", *config], cwd=ROOT, capture_output=True, text=True, timeout=120
-  )
+  return subprocess.run([LINT_IMPORTS, "--no-cache", *config], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_the_layers_and_private_modules_are_kept() -> None:
@@ -31,9 +29,9 @@ def test_the_layers_and_private_modules_are_kept() -> None:
 def test_a_contract_the_code_breaks_is_reported(tmp_path: Path) -> None:
   reversed_layers = tmp_path / "reversed.toml"
   reversed_layers.write_text(
-      '[tool.importlinter]\nroot_packages = ["carfac", "engine"]\n\n'
-      '[[tool.importlinter.contracts]]\nname = "engine below carfac (false)"\ntype = "layers"\n'
-      'layers = ["carfac", "engine"]\n'
+    '[tool.importlinter]\nroot_packages = ["carfac", "engine"]\n\n'
+    '[[tool.importlinter.contracts]]\nname = "engine below carfac (false)"\ntype = "layers"\n'
+    'layers = ["carfac", "engine"]\n'
   )
   done = _lint(str(reversed_layers))
   assert done.returncode == 1 and "engine below carfac (false) BROKEN" in done.stdout, done.stdout

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from audio_harness import CAPTURE_RATE, TONE_HZ, playing_harmonic_complex, playing_tone, sounddevice  # noqa: F401
+from audio_harness import CAPTURE_RATE, TONE_HZ, playing_harmonic_complex, playing_tone
 from pixels import brightest_channel
 from server_harness import TOKEN
 
@@ -30,7 +30,7 @@ def _brightest_drawn_channel(view: LiveView) -> int:
 
 @pytest.mark.parametrize("where", ["local", "server"])
 def test_live_view_shows_the_tone_brightest(
-    sounddevice: ModuleType, request: pytest.FixtureRequest, where: str
+  sounddevice: ModuleType, request: pytest.FixtureRequest, where: str
 ) -> None:
   ARTIFACTS.mkdir(exist_ok=True)
   snapshot = ARTIFACTS / f"live-{where}.png"
@@ -52,7 +52,7 @@ def test_live_view_shows_the_tone_brightest(
 
 @pytest.mark.parametrize("where", ["local", "server"])
 def test_live_pitchogram_shows_the_period_of_a_harmonic_complex(
-    sounddevice: ModuleType, request: pytest.FixtureRequest, where: str
+  sounddevice: ModuleType, request: pytest.FixtureRequest, where: str
 ) -> None:
   """220 Hz, harmonics 1..20, played into the virtual microphone: the strongest
   pitchogram cell over the last second is the one of 1/220 s (within one cell)."""

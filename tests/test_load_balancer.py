@@ -23,14 +23,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
 import pytest
 import soundfile
-from reliability_harness import ServerProcess, compile_cache, metric  # noqa: F401 (fixture)
+from reliability_harness import ServerProcess, metric
 from server_harness import TIMEOUT_S, TOLERANCE, free_port, make_audio, max_error, reference
 from websockets.asyncio.client import connect
 
@@ -42,7 +42,7 @@ CLIENT = Path(sys.executable).with_name("carfac-client")
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 pytestmark = pytest.mark.skipif(
-    not os.path.exists(HAPROXY), reason="haproxy is not installed (scripts/install_system_packages.sh installs it)"
+  not os.path.exists(HAPROXY), reason="haproxy is not installed (scripts/install_system_packages.sh installs it)"
 )
 
 
@@ -52,7 +52,7 @@ def replicas(compile_cache: str) -> Iterator[list[ServerProcess]]:
   try:
     for _ in range(3):
       servers.append(
-          ServerProcess.serving(ears=[1], capacity=1, shards=1, idle_timeout_s=60, compile_cache_dir=compile_cache)
+        ServerProcess.serving(ears=[1], capacity=1, shards=1, idle_timeout_s=60, compile_cache_dir=compile_cache)
       )
     yield servers
   finally:
@@ -68,7 +68,7 @@ def load_balancer(replicas: list[ServerProcess]) -> Iterator[str]:
   for number, replica in enumerate(replicas, start=1):
     env[f"CARFAC_REPLICA_{number}"] = replica.http.removeprefix("http://")
   proxy = subprocess.Popen(
-      [HAPROXY, "-db", "-f", str(CONFIG)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    [HAPROXY, "-db", "-f", str(CONFIG)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
   )
   try:
     deadline = time.monotonic() + TIMEOUT_S
@@ -111,8 +111,17 @@ async def client_runs_while_two_replicas_are_full(url: str, full: list[ServerPro
   async with holding_the_slot(full[0]), holding_the_slot(full[1]):
     for out in outs:
       client = await asyncio.create_subprocess_exec(
-          str(CLIENT), "stream", str(wav), "--url", url, "--out", str(out), "--retry-backoff-s", "0.05",
-          stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        str(CLIENT),
+        "stream",
+        str(wav),
+        "--url",
+        url,
+        "--out",
+        str(out),
+        "--retry-backoff-s",
+        "0.05",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
       )
       async with asyncio.timeout(TIMEOUT_S):
         _, stderr = await client.communicate()
@@ -121,7 +130,7 @@ async def client_runs_while_two_replicas_are_full(url: str, full: list[ServerPro
 
 
 def test_the_client_retries_a_full_replica_onto_a_free_one_through_haproxy(
-    replicas: list[ServerProcess], tmp_path: Path
+  replicas: list[ServerProcess], tmp_path: Path
 ) -> None:
   rate, seconds = 22050, 1.0
   n_frames = int(seconds * 1000 / 10)  # the server's 10-ms hop
@@ -151,14 +160,14 @@ def active_streams(replica: ServerProcess) -> float:
 
 
 def test_a_rolling_restart_moves_streams_to_other_replicas_without_losing_a_frame(
-    compile_cache: str, tmp_path: Path
+  compile_cache: str, tmp_path: Path
 ) -> None:
   rate, seconds, key = 22050.0, 4.0, "shared by the replicas"
   replicas = [
-      ServerProcess.serving(
-          ears=[1], capacity=2, shards=1, idle_timeout_s=60, resume_key=key, compile_cache_dir=compile_cache
-      )
-      for _ in range(3)
+    ServerProcess.serving(
+      ears=[1], capacity=2, shards=1, idle_timeout_s=60, resume_key=key, compile_cache_dir=compile_cache
+    )
+    for _ in range(3)
   ]
   try:
     files = []
@@ -168,12 +177,26 @@ def test_a_rolling_restart_moves_streams_to_other_replicas_without_losing_a_fram
       files.append(wav)
     with load_balancer(replicas) as url:
       clients = [
-          subprocess.Popen(
-              [str(CLIENT), "stream", str(wav), "--realtime", "--url", url, "--out", str(wav.with_suffix(".npz")),
-               "--retries", "8", "--retry-backoff-s", "0.1"],
-              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-          )
-          for wav in files
+        subprocess.Popen(
+          [
+            str(CLIENT),
+            "stream",
+            str(wav),
+            "--realtime",
+            "--url",
+            url,
+            "--out",
+            str(wav.with_suffix(".npz")),
+            "--retries",
+            "8",
+            "--retry-backoff-s",
+            "0.1",
+          ],
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+        )
+        for wav in files
       ]
       deadline = time.monotonic() + TIMEOUT_S
       while sum(active_streams(replica) for replica in replicas) < 3 or active_streams(replicas[0]) < 1:

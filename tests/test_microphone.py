@@ -12,9 +12,9 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from audio_harness import CAPTURE_RATE, TONE_HZ, playing_tone
 
 import carfac
-from audio_harness import CAPTURE_RATE, TONE_HZ, playing_tone, sounddevice  # noqa: F401 (fixture)
 from engine.mic_cli import main
 from engine.microphone import MicrophoneSource, list_input_devices
 from engine.optional_import import MissingAudioBackendError, import_optional

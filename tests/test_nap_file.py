@@ -26,8 +26,10 @@ def test_cli_frames_equal_offline_run_segment_and_peak_at_the_tone(tmp_path: Pat
   tone = 0.1 * np.sin(2 * np.pi * 1000 * t)
   write_wav(tmp_path / "tone.wav", tone, rate)
   result = subprocess.run(
-      [sys.executable, "-m", "engine.nap_file", str(tmp_path / "tone.wav"), str(tmp_path / "nap.npz")],
-      capture_output=True, text=True, timeout=300,
+    [sys.executable, "-m", "engine.nap_file", str(tmp_path / "tone.wav"), str(tmp_path / "nap.npz")],
+    capture_output=True,
+    text=True,
+    timeout=300,
   )
   assert result.returncode == 0, result.stderr
   saved = np.load(tmp_path / "nap.npz")
@@ -47,7 +49,9 @@ def test_cli_frames_equal_offline_run_segment_and_peak_at_the_tone(tmp_path: Pat
 def test_cli_reports_an_unreadable_file(tmp_path: Path) -> None:
   (tmp_path / "bad.wav").write_bytes(b"not a wav")
   result = subprocess.run(
-      [sys.executable, "-m", "engine.nap_file", str(tmp_path / "bad.wav"), str(tmp_path / "o.npz")],
-      capture_output=True, text=True, timeout=120,
+    [sys.executable, "-m", "engine.nap_file", str(tmp_path / "bad.wav"), str(tmp_path / "o.npz")],
+    capture_output=True,
+    text=True,
+    timeout=120,
   )
   assert result.returncode == 2 and "cannot read" in result.stderr

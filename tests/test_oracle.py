@@ -16,21 +16,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from oracle_data import (
+  SUBSET_DIR,
+  OracleCase,
+  design_params,
+  full_oracle_dir,
+  load_cases,
+  ohc_health,
+)
 
 import carfac
-from oracle_data import (
-    SUBSET_DIR,
-    OracleCase,
-    design_params,
-    full_oracle_dir,
-    load_cases,
-    ohc_health,
-)
 
 OUTPUTS = ("naps", "naps_fibers", "bm", "seg_ohc", "seg_agc")
 OUTPUT_RTOL = {
-    np.float64: dict.fromkeys(OUTPUTS, 1e-6),
-    np.float32: {**dict.fromkeys(OUTPUTS, 1e-3), "seg_agc": 5e-5},
+  np.float64: dict.fromkeys(OUTPUTS, 1e-6),
+  np.float32: {**dict.fromkeys(OUTPUTS, 1e-3), "seg_agc": 5e-5},
 }
 STATE_RTOL = {np.float64: 1e-6, np.float32: 2e-3}
 # In float32 the CAR ramp increments (target - current) / decimation are
@@ -41,9 +41,9 @@ SUBSET_CASES = load_cases(SUBSET_DIR)
 FULL_DIR = full_oracle_dir()
 FULL_CASES = load_cases(FULL_DIR)
 needs_full = pytest.mark.skipif(
-    FULL_DIR is None,
-    reason="full oracle battery absent (no ../shared/oracle, CARFAC_ORACLE_DIR unset); "
-    "the committed subset in tests/data/oracle still runs",
+  FULL_DIR is None,
+  reason="full oracle battery absent (no ../shared/oracle, CARFAC_ORACLE_DIR unset); "
+  "the committed subset in tests/data/oracle still runs",
 )
 
 
@@ -57,7 +57,7 @@ class Run:
   states: dict[str, carfac.CarfacState]  # "state" and "state_after_segment0"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run_case(name: str, dtype: type) -> Run:
   """Designs and runs a case (cached: subset and full share the same input)."""
   case = next(c for c in SUBSET_CASES + FULL_CASES if c.name == name)
@@ -69,17 +69,12 @@ def run_case(name: str, dtype: type) -> Run:
   x = case.load()["input"]
   pieces, states, start = [], {}, 0
   for i, length in enumerate(case.segments):
-    out = carfac.run_segment_full_jit(
-        x[start : start + length], hypers, weights, state, case.open_loop
-    )
+    out = carfac.run_segment_full_jit(x[start : start + length], hypers, weights, state, case.open_loop)
     state = out.state
     states[f"state_after_segment{i}"] = jax.tree.map(np.asarray, state)
     pieces.append(out)
     start += length
-  outputs = {
-      name: np.concatenate([np.asarray(getattr(p, name)) for p in pieces])
-      for name in OUTPUTS
-  }
+  outputs = {name: np.concatenate([np.asarray(getattr(p, name)) for p in pieces]) for name in OUTPUTS}
   states["state"] = states.pop(f"state_after_segment{len(case.segments) - 1}")
   return Run(hypers, weights, outputs, states)
 
@@ -91,7 +86,7 @@ def assert_close_to_peak(ours, ref, rtol: float, what: str, scale=None) -> None:
   peak = np.max(np.abs(ref if scale is None else scale))
   err = np.max(np.abs(ours - ref))
   assert err <= rtol * max(peak, 1e-30), (
-      f"{what}: max abs error {err:.3g} = {err / peak:.3g} of peak {peak:.3g} > {rtol}"
+    f"{what}: max abs error {err:.3g} = {err / peak:.3g} of peak {peak:.3g} > {rtol}"
   )
 
 
@@ -103,8 +98,10 @@ def check_outputs(case: OracleCase, dtype: type) -> None:
   assert "naps" in checked
   for name in checked:
     assert_close_to_peak(
-        run.outputs[name][::stride], data[name], OUTPUT_RTOL[dtype][name],
-        f"{case.name} {np.dtype(dtype).name} {name}",
+      run.outputs[name][::stride],
+      data[name],
+      OUTPUT_RTOL[dtype][name],
+      f"{case.name} {np.dtype(dtype).name} {name}",
     )
 
 
@@ -114,16 +111,14 @@ def _our_state_arrays(state: carfac.CarfacState) -> dict[str, np.ndarray]:
   stack = lambda get: np.stack([np.asarray(get(e)) for e in ears], axis=-1)
   out = {}
   for f in dataclasses.fields(carfac.CarState):
-    out[f"car.{f.name}"] = stack(lambda e: getattr(e.car, f.name))
+    out[f"car.{f.name}"] = stack(lambda e, name=f.name: getattr(e.car, name))
   for f in dataclasses.fields(carfac.IhcState):
-    out[f"ihc.{f.name}"] = stack(lambda e: getattr(e.ihc, f.name))
+    out[f"ihc.{f.name}"] = stack(lambda e, name=f.name: getattr(e.ihc, name))
   for f in dataclasses.fields(carfac.AgcState):
-    out[f"agc.{f.name}"] = stack(
-        lambda e: np.stack([np.asarray(getattr(s, f.name)) for s in e.agc])
-    )
+    out[f"agc.{f.name}"] = stack(lambda e, name=f.name: np.stack([np.asarray(getattr(s, name)) for s in e.agc]))
   if ears[0].syn is not None:
     for f in dataclasses.fields(carfac.SynState):
-      out[f"syn.{f.name}"] = stack(lambda e: getattr(e.syn, f.name))
+      out[f"syn.{f.name}"] = stack(lambda e, name=f.name: getattr(e.syn, name))
   return out
 
 
@@ -151,9 +146,9 @@ def check_design(case: OracleCase) -> None:
   data = case.load()
   eh, ew = run.hypers.ears[0], run.weights.ears[0]
   ours = {
-      "pole_freqs": eh.pole_freqs,
-      "max_channels_per_octave": eh.max_channels_per_octave,
-      "car.ohc_health": ew.car.ohc_health,
+    "pole_freqs": eh.pole_freqs,
+    "max_channels_per_octave": eh.max_channels_per_octave,
+    "car.ohc_health": ew.car.ohc_health,
   }
   for name in ("r1", "a0", "c0", "h", "g0", "zr"):
     ours[f"car.{name}_coeffs"] = getattr(eh.car, f"{name}_coeffs")
@@ -228,8 +223,5 @@ def test_float64_really_runs_in_float64() -> None:
   """The reference's float64 test silently ran in float32; ours must not."""
   run = run_case("default", np.float64)
   assert run.outputs["naps"].dtype == np.float64
-  assert all(
-      leaf.dtype in (np.float64, np.int32)
-      for leaf in jax.tree.leaves(run.states["state"])
-  )
+  assert all(leaf.dtype in (np.float64, np.int32) for leaf in jax.tree.leaves(run.states["state"]))
   assert run_case("default", np.float32).outputs["naps"].dtype == np.float32

@@ -73,7 +73,7 @@ def _peak(x: np.ndarray, y: np.ndarray, drop: float) -> tuple[float, float, floa
 
 @functools.partial(jax.jit, static_argnames=("hypers", "n_samp"))
 def _car_impulse_response(
-    hypers: car.CarHypers, weights: car.CarWeights, state: car.CarState, n_samp: int
+  hypers: car.CarHypers, weights: car.CarWeights, state: car.CarState, n_samp: int
 ) -> jax.Array:
   """CAR output (AC-coupled, as the reference's car_step) for a unit impulse."""
   impulse = jnp.zeros(n_samp, state.z1_memory.dtype).at[0].set(1.0)
@@ -87,11 +87,11 @@ def _car_impulse_response(
 
 @functools.partial(jax.jit, static_argnames=("hypers", "n_samp"))
 def _agc_constant_drive(
-    detects: jax.Array,
-    hypers: tuple[agc.AgcHypers, ...],
-    weights: list[agc.AgcWeights],
-    states: list[agc.AgcState],
-    n_samp: int,
+  detects: jax.Array,
+  hypers: tuple[agc.AgcHypers, ...],
+  weights: list[agc.AgcWeights],
+  states: list[agc.AgcState],
+  n_samp: int,
 ) -> tuple[jax.Array, list[agc.AgcState]]:
   """Feeds the same AGC input for ``n_samp`` samples; returns (update count, states)."""
 
@@ -105,12 +105,12 @@ def _agc_constant_drive(
 
 @functools.partial(jax.jit, static_argnames=("hypers",))
 def _ihc_drive(
-    x: jax.Array,
-    hypers: ihc.IhcHypers,
-    weights: ihc.IhcWeights,
-    state: ihc.IhcState,
-    syn_weights: syn.SynWeights | None,
-    syn_state: syn.SynState | None,
+  x: jax.Array,
+  hypers: ihc.IhcHypers,
+  weights: ihc.IhcWeights,
+  state: ihc.IhcState,
+  syn_weights: syn.SynWeights | None,
+  syn_state: syn.SynState | None,
 ) -> jax.Array:
   """Channel 0's neural output when every channel's IHC gets the samples ``x``.
 
@@ -119,9 +119,7 @@ def _ihc_drive(
 
   def step(carry, x_t):
     ihc_s, syn_s = carry
-    out, v_recep, ihc_s = ihc.ihc_step(
-        jnp.full(hypers.n_ch, x_t), hypers, weights, ihc_s
-    )
+    out, v_recep, ihc_s = ihc.ihc_step(jnp.full(hypers.n_ch, x_t), hypers, weights, ihc_s)
     if syn_weights is not None:
       out, _, syn_s = syn.syn_step(v_recep, syn_weights, syn_s)
     return (ihc_s, syn_s), out[0]
@@ -130,10 +128,10 @@ def _ihc_drive(
 
 
 def _design(
-    n_ears: int = 1,
-    ihc_style: str = "two_cap",
-    fs: float = FS,
-    linear_car: bool = False,
+  n_ears: int = 1,
+  ihc_style: str = "two_cap",
+  fs: float = FS,
+  linear_car: bool = False,
 ) -> tuple[carfac.CarfacHypers, carfac.CarfacWeights, carfac.CarfacState]:
   """Default design (hypers, weights, state) with the given IHC style on every ear."""
   params = carfac.CarfacDesignParameters(fs=fs, n_ears=n_ears)
@@ -143,9 +141,7 @@ def _design(
   return carfac.design_and_init_carfac(params)
 
 
-def _rms_bm(
-    x: np.ndarray, n_ears: int, ihc_style: str, n_keep: int | None = None
-) -> np.ndarray:
+def _rms_bm(x: np.ndarray, n_ears: int, ihc_style: str, n_keep: int | None = None) -> np.ndarray:
   """Per-channel rms of ear 0's BM output over the first ``n_keep`` samples."""
   hypers, weights, state = _design(n_ears, ihc_style)
   bm = np.asarray(carfac.run_segment_jit(x, hypers, weights, state).bm)
@@ -162,13 +158,13 @@ def _noise(amplitude: float, n_samp: int = int(FS)) -> np.ndarray:
 
 # Channel, CF (Hz), peak gain (dB), 3-dB bandwidth (Hz), Q; Lyon's Fig. 16.6.
 CAR_RESPONSE = [
-    (10, 5604, 39.34, 705.6, 7.9),
-    (20, 3245, 55.61, 429.8, 7.6),
-    (30, 1809, 60.46, 248.1, 7.3),
-    (40, 965, 59.18, 138.7, 7.0),
-    (50, 477, 52.81, 74.8, 6.4),
-    (60, 195, 38.98, 37.5, 5.2),
-    (70, 32, 7.95, 14.6, 2.2),
+  (10, 5604, 39.34, 705.6, 7.9),
+  (20, 3245, 55.61, 429.8, 7.6),
+  (30, 1809, 60.46, 248.1, 7.3),
+  (40, 965, 59.18, 138.7, 7.0),
+  (50, 477, 52.81, 74.8, 6.4),
+  (60, 195, 38.98, 37.5, 5.2),
+  (70, 32, 7.95, 14.6, 2.2),
 ]
 
 
@@ -179,9 +175,7 @@ def test_car_freq_response():
   assert ear.n_ch == 71
   n_samp = 2**14
   fft_len = 2 * n_samp
-  response = _car_impulse_response(
-      ear.car, weights.ears[0].car, state.ears[0].car, n_samp
-  )
+  response = _car_impulse_response(ear.car, weights.ears[0].car, state.ears[0].car, n_samp)
   spectrum = np.fft.rfft(np.asarray(response), n=fft_len, axis=0)
   db = 20 * np.log10(np.abs(spectrum) + 1e-50)
   freqs = np.arange(n_samp + 1) * FS / fft_len
@@ -207,10 +201,10 @@ def test_stage_g_calculation(undamping: float):
 
 # Per stage: peak channel, peak value, full width at half maximum (channels).
 AGC_STEADY_STATE = [
-    (39.033166, 8.359763, 9.598703),
-    (39.201534, 4.083376, 9.019020),
-    (39.374404, 1.878256, 8.219043),
-    (39.565957, 0.712351, 6.994498),
+  (39.033166, 8.359763, 9.598703),
+  (39.201534, 4.083376, 9.019020),
+  (39.374404, 1.878256, 8.219043),
+  (39.565957, 0.712351, 6.994498),
 ]
 
 
@@ -220,9 +214,7 @@ def test_agc_steady_state():
   ear = hypers.ears[0]
   n_samp = 2**14
   detects = jnp.zeros(ear.n_ch).at[40].set(100.0)
-  n_updates, states = _agc_constant_drive(
-      detects, ear.agc, weights.ears[0].agc, state.ears[0].agc, n_samp
-  )
+  n_updates, states = _agc_constant_drive(detects, ear.agc, weights.ears[0].agc, state.ears[0].agc, n_samp)
   assert int(n_updates) == n_samp // ear.agc[0].decimation
   channels = np.arange(ear.n_ch, dtype=np.float64)
   for stage, (where, height, width) in enumerate(AGC_STEADY_STATE):
@@ -236,39 +228,39 @@ def test_agc_steady_state():
 # Input 1e0, 1e3, ..., 1e15 smoothed by the FIR [0.1, 0.3, 0.6]; the 5-tap
 # values include the reference's edge rules (two samples replicated).
 SPATIAL_SMOOTH = {
-    (3, 1): [600.4e0, 600.3001e3, 600.3001e6, 600.3001e9, 600.3001e12, 0.9001e15],
-    (3, 2): [
-        360420.22e0,
-        360360.21007e3,
-        360360.21006001e6,
-        360360.21006001e9,
-        720.21006001e12,
-        0.87012001e15,
-    ],
-    (3, 3): [
-        216360294.130e0,
-        216324270.141049e3,
-        216324270.13504501e6,
-        540270.135045009001e9,
-        774.171045009001e12,
-        0.855129015001e15,
-    ],
-    (5, 1): [
-        600600.5e0,
-        600600.4001e3,
-        600600.3001001e6,
-        600600.3001001e9,
-        1200.3001001e12,
-        0.9007001e15,
-    ],
-    (5, 2): [
-        360720840600.37e0,
-        360720780540.34015e3,
-        1080720480.33019009e6,
-        1440840.33018008002e9,
-        1501.05024007002001e12,
-        1.71090019008001e15,
-    ],
+  (3, 1): [600.4e0, 600.3001e3, 600.3001e6, 600.3001e9, 600.3001e12, 0.9001e15],
+  (3, 2): [
+    360420.22e0,
+    360360.21007e3,
+    360360.21006001e6,
+    360360.21006001e9,
+    720.21006001e12,
+    0.87012001e15,
+  ],
+  (3, 3): [
+    216360294.130e0,
+    216324270.141049e3,
+    216324270.13504501e6,
+    540270.135045009001e9,
+    774.171045009001e12,
+    0.855129015001e15,
+  ],
+  (5, 1): [
+    600600.5e0,
+    600600.4001e3,
+    600600.3001001e6,
+    600600.3001001e9,
+    1200.3001001e12,
+    0.9007001e15,
+  ],
+  (5, 2): [
+    360720840600.37e0,
+    360720780540.34015e3,
+    1080720480.33019009e6,
+    1440840.33018008002e9,
+    1501.05024007002001e12,
+    1.71090019008001e15,
+  ],
 }
 
 
@@ -276,21 +268,17 @@ SPATIAL_SMOOTH = {
 def test_spatial_smooth(taps: int, iterations: int):
   """The spatial FIR matches the reference to within one ulp per iteration."""
   agc_hypers = agc.AgcHypers(
-      n_ch=6,
-      n_agc_stages=1,
-      decimation=1,
-      agc_spatial_iterations=iterations,
-      agc_spatial_n_taps=taps,
+    n_ch=6,
+    n_agc_stages=1,
+    decimation=1,
+    agc_spatial_iterations=iterations,
+    agc_spatial_n_taps=taps,
   )
   _, weights, _ = _design()
-  agc_weights = dataclasses.replace(
-      weights.ears[0].agc[0], agc_spatial_fir=jnp.array([0.1, 0.3, 0.6])
-  )
+  agc_weights = dataclasses.replace(weights.ears[0].agc[0], agc_spatial_fir=jnp.array([0.1, 0.3, 0.6]))
   memory = jnp.asarray(1e3 ** np.arange(6))
   smoothed = np.asarray(agc.spatial_smooth(agc_hypers, agc_weights, memory))
-  np.testing.assert_array_max_ulp(
-      smoothed, np.array(SPATIAL_SMOOTH[taps, iterations]), maxulp=iterations
-  )
+  np.testing.assert_array_max_ulp(smoothed, np.array(SPATIAL_SMOOTH[taps, iterations]), maxulp=iterations)
 
 
 # --- IHC ---------------------------------------------------------------------------
@@ -298,60 +286,58 @@ def test_spatial_smooth(taps: int, iterations: int):
 
 # Per style and tone frequency, for blips 1..6: (maximum, carrier amplitude).
 IHC_BLIPS = {
-    ("two_cap_with_syn", 300): [
-        (1.055837, 184.180863),
-        (3.409906, 483.204136),
-        (6.167359, 837.629296),
-        (7.096430, 956.279101),
-        (7.103324, 927.060415),
-        (7.123434, 895.574871),
-    ],
-    ("two_cap_with_syn", 3000): [
-        (0.167683, 24.929044),
-        (0.620939, 74.045598),
-        (1.894064, 175.367201),
-        (3.541070, 269.322147),
-        (4.899921, 303.684269),
-        (5.572545, 278.428744),
-    ],
-    ("two_cap", 300): [
-        (2.026682, 544.901381),
-        (3.533259, 756.736631),
-        (5.108579, 923.142282),
-        (6.423783, 1017.472318),
-        (7.454677, 1059.407644),
-        (8.231247, 1071.902335),
-    ],
-    ("two_cap", 3000): [
-        (0.698303, 93.388172),
-        (1.520033, 131.832247),
-        (2.660770, 163.287206),
-        (3.872406, 182.022912),
-        (4.909175, 191.225206),
-        (5.666469, 194.912279),
-    ],
-    ("one_cap", 300): [
-        (2.752913, 721.001685),
-        (4.815015, 969.505412),
-        (7.062418, 1147.285676),
-        (9.138118, 1239.521055),
-        (10.969522, 1277.061337),
-        (12.516468, 1285.880084),
-    ],
-    ("one_cap", 3000): [
-        (1.417657, 234.098558),
-        (2.804747, 316.717957),
-        (4.802444, 376.787575),
-        (7.030791, 408.011707),
-        (9.063014, 420.602740),
-        (10.634581, 423.674628),
-    ],
+  ("two_cap_with_syn", 300): [
+    (1.055837, 184.180863),
+    (3.409906, 483.204136),
+    (6.167359, 837.629296),
+    (7.096430, 956.279101),
+    (7.103324, 927.060415),
+    (7.123434, 895.574871),
+  ],
+  ("two_cap_with_syn", 3000): [
+    (0.167683, 24.929044),
+    (0.620939, 74.045598),
+    (1.894064, 175.367201),
+    (3.541070, 269.322147),
+    (4.899921, 303.684269),
+    (5.572545, 278.428744),
+  ],
+  ("two_cap", 300): [
+    (2.026682, 544.901381),
+    (3.533259, 756.736631),
+    (5.108579, 923.142282),
+    (6.423783, 1017.472318),
+    (7.454677, 1059.407644),
+    (8.231247, 1071.902335),
+  ],
+  ("two_cap", 3000): [
+    (0.698303, 93.388172),
+    (1.520033, 131.832247),
+    (2.660770, 163.287206),
+    (3.872406, 182.022912),
+    (4.909175, 191.225206),
+    (5.666469, 194.912279),
+  ],
+  ("one_cap", 300): [
+    (2.752913, 721.001685),
+    (4.815015, 969.505412),
+    (7.062418, 1147.285676),
+    (9.138118, 1239.521055),
+    (10.969522, 1277.061337),
+    (12.516468, 1285.880084),
+  ],
+  ("one_cap", 3000): [
+    (1.417657, 234.098558),
+    (2.804747, 316.717957),
+    (4.802444, 376.787575),
+    (7.030791, 408.011707),
+    (9.063014, 420.602740),
+    (10.634581, 423.674628),
+  ],
 }
 
 
-def _tone_blips(
-    freq: float, fs: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _tone_blips(freq: float, fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
   """The reference's IHC stimulus: 20-ms tone blips every 40 ms, 6 dB louder each.
 
   Returns (signal, blip index per sample (0 in the gaps), gated sine, gated
@@ -372,14 +358,14 @@ def test_ihc_param(style: str, freq: float):
   hypers, weights, state = _design(ihc_style=style, fs=fs)
   x, blip, sine, cosine = _tone_blips(freq, fs)
   out = np.asarray(
-      _ihc_drive(
-          jnp.asarray(x),
-          hypers.ears[0].ihc,
-          weights.ears[0].ihc,
-          state.ears[0].ihc,
-          weights.ears[0].syn,
-          state.ears[0].syn,
-      )
+    _ihc_drive(
+      jnp.asarray(x),
+      hypers.ears[0].ihc,
+      weights.ears[0].ihc,
+      state.ears[0].ihc,
+      weights.ears[0].syn,
+      state.ears[0].syn,
+    )
   )
   got = []
   for i in range(1, 7):
@@ -401,9 +387,7 @@ def test_ohc_health():
   half = n_ch // 2
   hypers, weights, state = _design()
   car_w = weights.ears[0].car
-  weights.ears[0].car = dataclasses.replace(
-      car_w, ohc_health=car_w.ohc_health.at[:half].multiply(0.5)
-  )
+  weights.ears[0].car = dataclasses.replace(car_w, ohc_health=car_w.ohc_health.at[:half].multiply(0.5))
   degraded = np.asarray(carfac.run_segment_jit(noise, hypers, weights, state).bm)
   ratio = np.sqrt(np.mean(degraded[:, :, 0] ** 2, 0) / np.mean(baseline[:, :, 0] ** 2, 0))
   np.testing.assert_array_less(ratio[9:half], 0.11)
@@ -414,9 +398,7 @@ def test_multiaural_carfac():
   """Two ears given the same noise produce the same NAP."""
   noise = _noise(1e-3)
   hypers, weights, state = _design(n_ears=2, ihc_style="one_cap")
-  naps = np.asarray(
-      carfac.run_segment_jit(np.stack([noise, noise], 1), hypers, weights, state).naps
-  )
+  naps = np.asarray(carfac.run_segment_jit(np.stack([noise, noise], 1), hypers, weights, state).naps)
   assert np.max(np.abs(naps[:, :, 0] - naps[:, :, 1])) < 1e-5
 
 

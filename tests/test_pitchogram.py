@@ -28,27 +28,27 @@ import re
 import jax
 import numpy as np
 import pytest
+from oracle_data import REPO_ROOT, SAI_SUBSET_DIR, load_npz, sai_oracle_dir
 
 from carfac import car
 from carfac.pitchogram import (
-    PitchogramDesignParameters,
-    PitchogramPipeline,
-    PitchogramPipelineParams,
-    column_rgb,
-    design_and_init_pitchogram,
-    pole_frequencies_f32,
-    run_pitchogram_frame,
-    run_pitchogram_segment,
-    vowel_embedding,
+  PitchogramDesignParameters,
+  PitchogramPipeline,
+  PitchogramPipelineParams,
+  column_rgb,
+  design_and_init_pitchogram,
+  pole_frequencies_f32,
+  run_pitchogram_frame,
+  run_pitchogram_segment,
+  vowel_embedding,
 )
 from carfac.sai import SaiDesignParameters, design_and_init_sai, run_sai_segment_jit
-from oracle_data import REPO_ROOT, SAI_SUBSET_DIR, load_npz, sai_oracle_dir
 
 SAI_ORACLE_DIR = sai_oracle_dir()
 needs_full_sai_oracle = pytest.mark.skipif(
-    SAI_ORACLE_DIR is None,
-    reason="C++ pipeline outputs absent (../shared/oracle_sai, CARFAC_ORACLE_SAI_DIR); "
-    "the committed subset in tests/data/oracle_sai still runs",
+  SAI_ORACLE_DIR is None,
+  reason="C++ pipeline outputs absent (../shared/oracle_sai, CARFAC_ORACLE_SAI_DIR); "
+  "the committed subset in tests/data/oracle_sai still runs",
 )
 SEGMENT = 256
 CASE_RATE = {"case1": 22050, "case2": 22050, "case3": 44100, "case4": 22050}
@@ -56,7 +56,7 @@ CASE_RATE = {"case1": 22050, "case2": 22050, "case3": 44100, "case4": 22050}
 NAP_TOLERANCE = {"case1": 8e-4, "case2": 8.4e-4, "case3": 4e-3}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sai_case(name: str) -> dict[str, np.ndarray]:
   folder = SAI_ORACLE_DIR if SAI_ORACLE_DIR is not None else SAI_SUBSET_DIR
   return load_npz(folder / f"{name}.npz")
@@ -86,15 +86,20 @@ def _from_cpp_nap(name: str) -> tuple[np.ndarray, np.ndarray]:
   fs, nap = CASE_RATE[name], nap_of(name)
   sai_width = math.floor(0.05 * fs + 0.5)  # the C++ rounds halves up: 1103 or 2205
   sai_hypers, sai_state = design_and_init_sai(
-      SaiDesignParameters(
-          num_channels=nap.shape[2], sai_width=sai_width, future_lags=sai_width - 1,
-          cpp_compatible=True,
-      ),
-      np.float32,
+    SaiDesignParameters(
+      num_channels=nap.shape[2],
+      sai_width=sai_width,
+      future_lags=sai_width - 1,
+      cpp_compatible=True,
+    ),
+    np.float32,
   )
   hypers, state = design_and_init_pitchogram(
-      fs, pipeline_car_params(fs), sai_hypers,
-      PitchogramDesignParameters(log_lag=name != "case4"), np.float32,
+    fs,
+    pipeline_car_params(fs),
+    sai_hypers,
+    PitchogramDesignParameters(log_lag=name != "case4"),
+    np.float32,
   )
   columns, coords = [], []
   for segment in nap:
@@ -126,7 +131,7 @@ def test_pitchogram_and_vowel_from_the_cpp_nap_sweep_and_44100(name: str) -> Non
   _check_from_cpp_nap(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run_pipeline(audio_key: tuple, fs: int, log_lag: bool = True, light: bool = False):
   """Every segment's frame of a fresh float32 pipeline, and its final image."""
   audio = np.frombuffer(audio_key[0], dtype=audio_key[1])
@@ -134,10 +139,7 @@ def run_pipeline(audio_key: tuple, fs: int, log_lag: bool = True, light: bool = 
   params.pitchogram_params.log_lag = log_lag
   params.pitchogram_params.light_color_theme = light
   pipeline = PitchogramPipeline(fs, params, dtype=np.float32)
-  frames = [
-      pipeline.process_samples(audio[k * SEGMENT : (k + 1) * SEGMENT])
-      for k in range(len(audio) // SEGMENT)
-  ]
+  frames = [pipeline.process_samples(audio[k * SEGMENT : (k + 1) * SEGMENT]) for k in range(len(audio) // SEGMENT)]
   return frames, pipeline
 
 
@@ -218,11 +220,9 @@ def test_a_sweep_moves_the_strongest_cell_with_the_period() -> None:
   frames, pipeline = run_pipeline_on(sweep, fs)
   seen_at = (np.arange(len(frames)) + 1) * SEGMENT / fs - 0.055
   cells = [cell_of(pipeline, lag) for lag in strongest_lag_s(frames, pipeline, skip=0)]
-  offsets = np.array([
-      cell - cell_of(pipeline, 1 / (100 + 200 * when))
-      for cell, when in zip(cells, seen_at)
-      if when > 0.05
-  ])
+  offsets = np.array(
+    [cell - cell_of(pipeline, 1 / (100 + 200 * when)) for cell, when in zip(cells, seen_at) if when > 0.05]
+  )
   assert np.mean(np.abs(offsets) <= 1) >= 0.95, offsets
   slips = offsets[np.abs(offsets) > 1]
   assert np.all((slips > 20) & (slips < 40)), slips  # an octave: 36 cells of lag + log_offset, fewer at short lags
@@ -288,12 +288,12 @@ def test_column_colours_follow_the_vowel_tint() -> None:
 
 
 @pytest.mark.parametrize(
-    "samples, message",
-    [
-        (np.zeros(255, np.float32), r"float array of shape \(256,\), got float32 \(255,\)"),
-        (np.zeros(256, np.int16), r"float array of shape \(256,\), got int16 \(256,\)"),
-        (np.full(256, np.nan, np.float32), "must be finite"),
-    ],
+  "samples, message",
+  [
+    (np.zeros(255, np.float32), r"float array of shape \(256,\), got float32 \(255,\)"),
+    (np.zeros(256, np.int16), r"float array of shape \(256,\), got int16 \(256,\)"),
+    (np.full(256, np.nan, np.float32), "must be finite"),
+  ],
 )
 def test_process_samples_refuses_bad_input(samples: np.ndarray, message: str) -> None:
   pipeline = PitchogramPipeline(22050, dtype=np.float32)

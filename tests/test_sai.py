@@ -21,25 +21,25 @@ import functools
 import jax
 import numpy as np
 import pytest
+from oracle_data import SAI_SUBSET_DIR, golden_dir, load_npz, sai_oracle_dir
 
 from carfac.sai import (
-    SaiDesignParameters,
-    design_and_init_sai,
-    design_sai,
-    run_sai_segment,
-    run_sai_segment_jit,
+  SaiDesignParameters,
+  design_and_init_sai,
+  design_sai,
+  run_sai_segment,
+  run_sai_segment_jit,
 )
-from oracle_data import SAI_SUBSET_DIR, golden_dir, load_npz, sai_oracle_dir
 
 GOLDEN_DIR = golden_dir()
 SAI_ORACLE_DIR = sai_oracle_dir()
 needs_golden = pytest.mark.skipif(
-    GOLDEN_DIR is None, reason="v1 golden files absent (../shared/golden, CARFAC_GOLDEN_DIR)"
+  GOLDEN_DIR is None, reason="v1 golden files absent (../shared/golden, CARFAC_GOLDEN_DIR)"
 )
 needs_full_sai_oracle = pytest.mark.skipif(
-    SAI_ORACLE_DIR is None,
-    reason="C++ pipeline outputs absent (../shared/oracle_sai, CARFAC_ORACLE_SAI_DIR); "
-    "the committed subset in tests/data/oracle_sai still runs",
+  SAI_ORACLE_DIR is None,
+  reason="C++ pipeline outputs absent (../shared/oracle_sai, CARFAC_ORACLE_SAI_DIR); "
+  "the committed subset in tests/data/oracle_sai still runs",
 )
 
 GOLDEN_TESTS = ("binaural_test", "long_test", "agc_test", "ihc_just_hwr_test")
@@ -48,13 +48,13 @@ GOLDEN_TESTS = ("binaural_test", "long_test", "agc_test", "ihc_just_hwr_test")
 def pipeline_sai_params(num_channels: int, sai_width: int, cpp_compatible: bool) -> SaiDesignParameters:
   """The reference pipeline's SAI: 256-sample segments, windows of 257, all lags future."""
   return SaiDesignParameters(
-      num_channels=num_channels,
-      sai_width=sai_width,
-      future_lags=sai_width - 1,
-      num_triggers_per_frame=2,
-      trigger_window_width=257,
-      input_segment_width=256,
-      cpp_compatible=cpp_compatible,
+    num_channels=num_channels,
+    sai_width=sai_width,
+    future_lags=sai_width - 1,
+    num_triggers_per_frame=2,
+    trigger_window_width=257,
+    input_segment_width=256,
+    cpp_compatible=cpp_compatible,
   )
 
 
@@ -80,12 +80,12 @@ def test_matches_the_matlab_golden_frame(test: str) -> None:
   expected = np.loadtxt(GOLDEN_DIR / f"{test}-matlab-sai1.txt")
   n_samp, n_ch = nap.shape
   params = SaiDesignParameters(
-      num_channels=n_ch,
-      sai_width=500,
-      future_lags=250,
-      num_triggers_per_frame=2,
-      trigger_window_width=n_samp,
-      input_segment_width=n_samp,
+    num_channels=n_ch,
+    sai_width=500,
+    future_lags=250,
+    num_triggers_per_frame=2,
+    trigger_window_width=n_samp,
+    input_segment_width=n_samp,
   )
   (frame,) = run_frames(nap[None], params, np.float64)
   assert frame.shape == expected.shape == (n_ch, 500)
@@ -99,14 +99,19 @@ def test_cpp_mode_matches_the_cpp_golden_frame() -> None:
   nap = np.loadtxt(GOLDEN_DIR / "binaural_test-matlab-nap1.txt")
   expected = np.loadtxt(GOLDEN_DIR / "binaural_test-cpp-sai1.txt")
   params = SaiDesignParameters(
-      num_channels=71, sai_width=500, future_lags=250, num_triggers_per_frame=2,
-      trigger_window_width=882, input_segment_width=882, cpp_compatible=True,
+    num_channels=71,
+    sai_width=500,
+    future_lags=250,
+    num_triggers_per_frame=2,
+    trigger_window_width=882,
+    input_segment_width=882,
+    cpp_compatible=True,
   )
   (frame,) = run_frames(nap[None].astype(np.float32), params, np.float32)
   assert relative_error(frame, expected) < 1e-6
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sai_case(name: str) -> dict[str, np.ndarray]:
   folder = SAI_ORACLE_DIR if SAI_ORACLE_DIR is not None else SAI_SUBSET_DIR
   return load_npz(folder / f"{name}.npz")
@@ -114,9 +119,7 @@ def _sai_case(name: str) -> dict[str, np.ndarray]:
 
 def _check_cpp_case(case: dict[str, np.ndarray]) -> None:
   nap = case["nap"]
-  frames = run_frames(
-      nap, pipeline_sai_params(nap.shape[2], case["sai"].shape[2], cpp_compatible=True), np.float32
-  )
+  frames = run_frames(nap, pipeline_sai_params(nap.shape[2], case["sai"].shape[2], cpp_compatible=True), np.float32)
   for stored, index in zip(case["sai"], case["sai_frame_index"]):
     assert relative_error(frames[index], stored) < 1e-5, f"frame {index}"
   channel_means = case["sai_channel_mean"][: len(frames)]
@@ -152,8 +155,12 @@ def test_a_pulse_train_gives_peaks_every_period_lags(period: int) -> None:
   future, where it approaches 1 as the blends accumulate."""
   n_ch, width, future, segment = 3, 21, 10, 32
   params = SaiDesignParameters(
-      num_channels=n_ch, sai_width=width, future_lags=future, num_triggers_per_frame=2,
-      trigger_window_width=segment, input_segment_width=segment,
+    num_channels=n_ch,
+    sai_width=width,
+    future_lags=future,
+    num_triggers_per_frame=2,
+    trigger_window_width=segment,
+    input_segment_width=segment,
   )
   pulses = np.zeros((6 * segment, n_ch))
   pulses[::period] = 1.0
@@ -186,14 +193,14 @@ def test_hypers_hash_by_value() -> None:
 
 
 @pytest.mark.parametrize(
-    "changes, message",
-    [
-        (dict(sai_width=0), "sai_width must be a positive integer"),
-        (dict(num_triggers_per_frame=0), "num_triggers_per_frame must be a positive integer"),
-        (dict(trigger_window_width=2.5), "trigger_window_width must be a positive integer"),
-        (dict(future_lags=1103), r"future_lags must be in \[0, sai_width=1103\)"),
-        (dict(input_segment_width=5000), "input_segment_width 5000 exceeds the SAI buffer"),
-    ],
+  "changes, message",
+  [
+    (dict(sai_width=0), "sai_width must be a positive integer"),
+    (dict(num_triggers_per_frame=0), "num_triggers_per_frame must be a positive integer"),
+    (dict(trigger_window_width=2.5), "trigger_window_width must be a positive integer"),
+    (dict(future_lags=1103), r"future_lags must be in \[0, sai_width=1103\)"),
+    (dict(input_segment_width=5000), "input_segment_width 5000 exceeds the SAI buffer"),
+  ],
 )
 def test_design_refuses_parameters_it_cannot_run(changes: dict, message: str) -> None:
   with pytest.raises(ValueError, match=message):

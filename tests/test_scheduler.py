@@ -17,10 +17,10 @@ def _pool(shard_streams: list[int], shard_slots: int = 8) -> SimpleNamespace:
   """What StepCosts reads of a StreamPool: its shards' streams and batch sizes."""
   buckets = bucket_ladder(shard_slots)
   return SimpleNamespace(
-      shard_streams=shard_streams,
-      shards=len(shard_streams),
-      shard_slots=shard_slots,
-      bucket_for=lambda n: 0 if n == 0 else min(b for b in buckets if b >= n),
+    shard_streams=shard_streams,
+    shards=len(shard_streams),
+    shard_slots=shard_slots,
+    bucket_for=lambda n: 0 if n == 0 else min(b for b in buckets if b >= n),
   )
 
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest

@@ -20,26 +20,26 @@ _NAN = np.array([0.1, np.nan, 0.2], "<f4").tobytes()
 _INF = np.array([0.1, 0.2, -np.inf, 0.3], "<f4").tobytes()
 
 CASES = {
-    # name: (messages, expected code, expected close code)
-    "format": ([_start(format="f64le")], "unsupported", 1003),
-    "channel count": ([_start(channels=3)], "unsupported", 1003),
-    "output": ([_start(outputs=["spikes"])], "unsupported", 1003),
-    "bad JSON": (["{not json"], "invalid_json", 1007),
-    "JSON not an object": (["[1, 2]"], "invalid_message", 1007),
-    "wrong field type": ([_start(channels="1")], "invalid_message", 1007),
-    "bool for a number": ([_start(sample_rate=True)], "invalid_message", 1007),
-    "unknown field": ([_start(volume=11)], "invalid_message", 1007),
-    "missing field": ([json.dumps({"type": "start", "channels": 1, "format": "f32le"})], "invalid_message", 1007),
-    "sample rate out of range": ([_start(sample_rate=10)], "invalid_message", 1007),
-    "hop below the minimum": ([_start(hop_ms=0.5)], "invalid_message", 1007),
-    "stop before start": ([json.dumps({"type": "stop"})], "invalid_message", 1007),
-    "unknown message after start": ([_start(), json.dumps({"type": "pause"})], "invalid_message", 1007),
-    "binary before start": ([b"\0\0\0\0"], "binary_before_start", 1007),
-    "odd byte count (s16le)": ([_start(format="s16le"), b"\0\0\0"], "invalid_audio", 1007),
-    "half a stereo frame (f32le)": ([_start(channels=2), b"\0" * 12], "invalid_audio", 1007),
-    "NaN": ([_start(), _NAN], "non_finite", 1007),
-    "Inf": ([_start(), _INF], "non_finite", 1007),
-    "message too big": ([_start(), b"\0" * (65536 + 4)], "message_too_big", 1009),
+  # name: (messages, expected code, expected close code)
+  "format": ([_start(format="f64le")], "unsupported", 1003),
+  "channel count": ([_start(channels=3)], "unsupported", 1003),
+  "output": ([_start(outputs=["spikes"])], "unsupported", 1003),
+  "bad JSON": (["{not json"], "invalid_json", 1007),
+  "JSON not an object": (["[1, 2]"], "invalid_message", 1007),
+  "wrong field type": ([_start(channels="1")], "invalid_message", 1007),
+  "bool for a number": ([_start(sample_rate=True)], "invalid_message", 1007),
+  "unknown field": ([_start(volume=11)], "invalid_message", 1007),
+  "missing field": ([json.dumps({"type": "start", "channels": 1, "format": "f32le"})], "invalid_message", 1007),
+  "sample rate out of range": ([_start(sample_rate=10)], "invalid_message", 1007),
+  "hop below the minimum": ([_start(hop_ms=0.5)], "invalid_message", 1007),
+  "stop before start": ([json.dumps({"type": "stop"})], "invalid_message", 1007),
+  "unknown message after start": ([_start(), json.dumps({"type": "pause"})], "invalid_message", 1007),
+  "binary before start": ([b"\0\0\0\0"], "binary_before_start", 1007),
+  "odd byte count (s16le)": ([_start(format="s16le"), b"\0\0\0"], "invalid_audio", 1007),
+  "half a stereo frame (f32le)": ([_start(channels=2), b"\0" * 12], "invalid_audio", 1007),
+  "NaN": ([_start(), _NAN], "non_finite", 1007),
+  "Inf": ([_start(), _INF], "non_finite", 1007),
+  "message too big": ([_start(), b"\0" * (65536 + 4)], "message_too_big", 1009),
 }
 
 
@@ -53,12 +53,12 @@ def test_an_error_gets_its_message_and_close_code(main_server, case: str) -> Non
 
 
 @pytest.mark.parametrize(
-    "headers, code",
-    [
-        ({}, "unauthorized"),
-        ({"Authorization": "Bearer wrong"}, "unauthorized"),
-        ({**AUTH, "Origin": "http://evil.example"}, "origin_not_allowed"),
-    ],
+  "headers, code",
+  [
+    ({}, "unauthorized"),
+    ({"Authorization": "Bearer wrong"}, "unauthorized"),
+    ({**AUTH, "Origin": "http://evil.example"}, "origin_not_allowed"),
+  ],
 )
 def test_token_and_origin_are_checked(main_server, headers: dict[str, str], code: str) -> None:
   session = asyncio.run(alongside_honest_client(main_server, exchange(main_server.ws, [_start()], headers=headers)))
@@ -66,9 +66,9 @@ def test_token_and_origin_are_checked(main_server, headers: dict[str, str], code
 
 
 @pytest.mark.parametrize(
-    "url_suffix, headers",
-    [("?token=" + TOKEN, {}), ("", {**AUTH, "Origin": "http://allowed.example"})],
-    ids=["token in the query", "allowed origin"],
+  "url_suffix, headers",
+  [("?token=" + TOKEN, {}), ("", {**AUTH, "Origin": "http://allowed.example"})],
+  ids=["token in the query", "allowed origin"],
 )
 def test_a_valid_token_and_an_allowed_origin_pass(main_server, url_suffix: str, headers: dict[str, str]) -> None:
   audio = make_audio(0.05, 22050.0, 1, seed=8)

@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import json
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -29,12 +29,12 @@ SEED = 20240611
 MESSAGES = 1000  # at least this many generated messages
 CONCURRENCY = 8  # conversations at once
 SERVED = Served(
-    ears=(1, 2),
-    raw_outputs=("naps",),
-    min_hop_ms=2.0,
-    max_message_bytes=4096,
-    token=TOKEN,
-    allowed_origin="http://allowed.example",
+  ears=(1, 2),
+  raw_outputs=("naps",),
+  min_hop_ms=2.0,
+  max_message_bytes=4096,
+  token=TOKEN,
+  allowed_origin="http://allowed.example",
 )
 HONEST_RATE = 48000.0
 
@@ -42,16 +42,16 @@ HONEST_RATE = 48000.0
 @pytest.fixture(scope="module")
 def fuzz_server(compile_cache: str) -> Iterator[ServerProcess]:
   server = ServerProcess.serving(
-      ears=list(SERVED.ears),
-      capacity=16,
-      shards=1,
-      raw_outputs=list(SERVED.raw_outputs),
-      min_hop_ms=SERVED.min_hop_ms,
-      max_message_bytes=SERVED.max_message_bytes,
-      token=SERVED.token,
-      allowed_origins=[SERVED.allowed_origin],
-      idle_timeout_s=10,
-      compile_cache_dir=compile_cache,
+    ears=list(SERVED.ears),
+    capacity=16,
+    shards=1,
+    raw_outputs=list(SERVED.raw_outputs),
+    min_hop_ms=SERVED.min_hop_ms,
+    max_message_bytes=SERVED.max_message_bytes,
+    token=SERVED.token,
+    allowed_origins=[SERVED.allowed_origin],
+    idle_timeout_s=10,
+    compile_cache_dir=compile_cache,
   )
   yield server
   assert server.stop() == 0
@@ -131,14 +131,14 @@ def test_hostile_messages_get_their_documented_answers_and_spare_an_honest_strea
   mismatches = [v for v in verdicts if not v.matches]
   crashed = fuzz_server.process.poll() is not None
   summary = {
-      "conversations": len(drawn),
-      "messages_generated": sum(len(c.messages) for c in drawn),
-      "messages_sent": sum(v.sent for v in verdicts),
-      "crashes": int(crashed),
-      "faults_logged": len(fuzz_server.faults()),
-      "mismatches": len(mismatches),
-      "honest_messages": len(quiet.binary),
-      "honest_identical": loud.binary == quiet.binary and loud.texts == quiet.texts,
+    "conversations": len(drawn),
+    "messages_generated": sum(len(c.messages) for c in drawn),
+    "messages_sent": sum(v.sent for v in verdicts),
+    "crashes": int(crashed),
+    "faults_logged": len(fuzz_server.faults()),
+    "mismatches": len(mismatches),
+    "honest_messages": len(quiet.binary),
+    "honest_identical": loud.binary == quiet.binary and loud.texts == quiet.texts,
   }
   print(json.dumps(summary), file=sys.stderr)
   assert summary["messages_generated"] >= MESSAGES and not crashed and not fuzz_server.faults()

@@ -16,15 +16,15 @@ import httpx
 import numpy as np
 import pytest
 from server_harness import (
-    AUTH,
-    TOLERANCE,
-    InProcessServer,
-    alongside_honest_client,
-    exchange,
-    make_audio,
-    max_error,
-    reference,
-    stream,
+  AUTH,
+  TOLERANCE,
+  InProcessServer,
+  alongside_honest_client,
+  exchange,
+  make_audio,
+  max_error,
+  reference,
+  stream,
 )
 
 import carfac
@@ -55,9 +55,9 @@ async def _three_listeners(server, audio):
   profile = {"profile": "moderate-sloping", "level_db_spl": 84.0}
   audiogram = {"audiogram": {"frequencies_hz": [500, 1000, 2000, 4000], "loss_db": [0, 10, 30, 45]}}
   return await asyncio.gather(
-      stream(server.ws, audio, RATE, seed=1),
-      stream(server.ws, audio, RATE, seed=2, hearing=profile),
-      stream(server.ws, audio, RATE, seed=3, hearing=audiogram),
+    stream(server.ws, audio, RATE, seed=1),
+    stream(server.ws, audio, RATE, seed=2, hearing=profile),
+    stream(server.ws, audio, RATE, seed=3, hearing=audiogram),
   )
 
 
@@ -67,14 +67,16 @@ def test_streams_with_their_own_profiles_and_levels_in_one_pool_equal_offline_ru
   poles = _poles(server.settings)
   hop = normal.ready["hop_samples"]
   expected_health = {
-      "sloping": carfac.ohc_health_from_audiogram(
-          hearing.AUDIOMETRIC_FREQUENCIES_HZ, hearing.EXAMPLE_AUDIOGRAMS["moderate-sloping"], poles
-      ),
-      "audiogram": carfac.ohc_health_from_audiogram([500, 1000, 2000, 4000], [0, 10, 30, 45], poles),
+    "sloping": carfac.ohc_health_from_audiogram(
+      hearing.AUDIOMETRIC_FREQUENCIES_HZ, hearing.EXAMPLE_AUDIOGRAMS["moderate-sloping"], poles
+    ),
+    "audiogram": carfac.ohc_health_from_audiogram([500, 1000, 2000, 4000], [0, 10, 30, 45], poles),
   }
   gain = carfac.input_gain_for_level(84.0)
   assert "hearing" not in normal.ready
-  assert sloping.ready["hearing"]["level_db_spl"] == 84.0 and sloping.ready["hearing"]["input_gain"] == pytest.approx(gain)
+  assert sloping.ready["hearing"]["level_db_spl"] == 84.0 and sloping.ready["hearing"]["input_gain"] == pytest.approx(
+    gain
+  )
   np.testing.assert_allclose(sloping.ready["hearing"]["ohc_health"][0], expected_health["sloping"], atol=1e-6)
   assert notch.ready["hearing"]["level_db_spl"] is None and notch.ready["hearing"]["input_gain"] == 1.0
   for session in (normal, sloping, notch):
@@ -82,15 +84,17 @@ def test_streams_with_their_own_profiles_and_levels_in_one_pool_equal_offline_ru
   healthy = reference(audio, RATE, server.settings, hop)["frames"]
   assert max_error(normal.rows("frames"), healthy) <= TOLERANCE
   for session, health, input_gain in (
-      (sloping, expected_health["sloping"], gain),
-      (notch, expected_health["audiogram"], 1.0),
+    (sloping, expected_health["sloping"], gain),
+    (notch, expected_health["audiogram"], 1.0),
   ):
     own = reference(audio, RATE, server.settings, hop, ohc_health=health, input_gain=input_gain)["frames"]
     assert max_error(session.rows("frames"), own) <= TOLERANCE
     assert max_error(session.rows("frames"), healthy) > 100 * TOLERANCE  # not the normal listener's frames
   # The audiogram's loss is above 1 kHz: there its NAP is lower than the normal listener's, below 300 Hz alike.
   ratio = notch.rows("frames")[10:].mean(axis=(0, 2)) / normal.rows("frames")[10:].mean(axis=(0, 2))
-  assert ratio[(poles > 2000) & (poles < 6000)].max() < 0.8 and np.abs(ratio[(poles > 90) & (poles < 300)] - 1).max() < 0.2
+  assert (
+    ratio[(poles > 2000) & (poles < 6000)].max() < 0.8 and np.abs(ratio[(poles > 90) & (poles < 300)] - 1).max() < 0.2
+  )
 
 
 def test_a_binaural_stream_takes_one_health_list_per_ear(server) -> None:
@@ -114,27 +118,31 @@ def test_info_lists_the_profiles_and_ranges(server) -> None:
 
 N_CH = 71
 BAD_HEARING = {
-    # name: (hearing object, what the error message must say)
-    "unknown profile": ({"profile": "deaf"}, "profile 'deaf': choose from"),
-    "two sources": ({"profile": "normal", "ohc_health": [1.0] * N_CH}, "at most one of profile, audiogram and ohc_health"),
-    "health too short": ({"ohc_health": [1.0] * 3}, "ohc_health needs 71 values"),
-    "health above 1": ({"ohc_health": [1.5] + [1.0] * (N_CH - 1)}, r"ohc_health must lie within \[0, 1\]"),
-    "health per ear on a mono stream": ({"ohc_health": [[1.0] * N_CH] * 2}, "or 1 lists of 71"),
-    "audiogram not increasing": (
-        {"audiogram": {"frequencies_hz": [1000, 500], "loss_db": [10, 10]}}, "frequencies_hz must be increasing"
-    ),
-    "audiogram lengths differ": (
-        {"audiogram": {"frequencies_hz": [500, 1000], "loss_db": [10]}}, "one loss for each"
-    ),
-    "audiogram too many points": (
-        {"audiogram": {"frequencies_hz": list(range(200, 3600, 200)), "loss_db": [0] * 17}}, "1 to 16 frequencies"
-    ),
-    "audiogram frequency out of range": (
-        {"audiogram": {"frequencies_hz": [50, 1000], "loss_db": [0, 0]}}, r"frequencies_hz must lie within \[100, 20000\]"
-    ),
-    "loss out of range": ({"audiogram": {"frequencies_hz": [1000], "loss_db": [200]}}, r"loss_db must lie within"),
-    "level out of range": ({"level_db_spl": 200.0}, r"level_db_spl must lie within \[0, 140\]"),
-    "unknown field": ({"volume": 3}, "hearing.volume"),
+  # name: (hearing object, what the error message must say)
+  "unknown profile": ({"profile": "deaf"}, "profile 'deaf': choose from"),
+  "two sources": (
+    {"profile": "normal", "ohc_health": [1.0] * N_CH},
+    "at most one of profile, audiogram and ohc_health",
+  ),
+  "health too short": ({"ohc_health": [1.0] * 3}, "ohc_health needs 71 values"),
+  "health above 1": ({"ohc_health": [1.5] + [1.0] * (N_CH - 1)}, r"ohc_health must lie within \[0, 1\]"),
+  "health per ear on a mono stream": ({"ohc_health": [[1.0] * N_CH] * 2}, "or 1 lists of 71"),
+  "audiogram not increasing": (
+    {"audiogram": {"frequencies_hz": [1000, 500], "loss_db": [10, 10]}},
+    "frequencies_hz must be increasing",
+  ),
+  "audiogram lengths differ": ({"audiogram": {"frequencies_hz": [500, 1000], "loss_db": [10]}}, "one loss for each"),
+  "audiogram too many points": (
+    {"audiogram": {"frequencies_hz": list(range(200, 3600, 200)), "loss_db": [0] * 17}},
+    "1 to 16 frequencies",
+  ),
+  "audiogram frequency out of range": (
+    {"audiogram": {"frequencies_hz": [50, 1000], "loss_db": [0, 0]}},
+    r"frequencies_hz must lie within \[100, 20000\]",
+  ),
+  "loss out of range": ({"audiogram": {"frequencies_hz": [1000], "loss_db": [200]}}, r"loss_db must lie within"),
+  "level out of range": ({"level_db_spl": 200.0}, r"level_db_spl must lie within \[0, 140\]"),
+  "unknown field": ({"volume": 3}, "hearing.volume"),
 }
 
 
@@ -155,7 +163,9 @@ def test_a_non_finite_level_in_the_json_is_refused(server) -> None:
 
 
 def test_a_server_without_hearing_profiles_says_unsupported() -> None:
-  settings = Settings(port=0, log_level="warning", ears=[1], capacity=1, shards=1, pitchogram=False, hearing_profiles=False)
+  settings = Settings(
+    port=0, log_level="warning", ears=[1], capacity=1, shards=1, pitchogram=False, hearing_profiles=False
+  )
   running = InProcessServer(settings).start()
   try:
     session = asyncio.run(exchange(running.ws, [_start(hearing={"profile": "normal"})]))

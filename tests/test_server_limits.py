@@ -7,25 +7,25 @@ import asyncio
 import json
 import socket
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
 from reliability_harness import ServerProcess, listening_addresses, small_buffer_socket
 from server_harness import (
-    AUTH,
-    TIMEOUT_S,
-    TOLERANCE,
-    InProcessServer,
-    Session,
-    alongside_honest_client,
-    collect,
-    exchange,
-    make_audio,
-    max_error,
-    reference,
-    stream,
+  AUTH,
+  TIMEOUT_S,
+  TOLERANCE,
+  InProcessServer,
+  Session,
+  alongside_honest_client,
+  collect,
+  exchange,
+  make_audio,
+  max_error,
+  reference,
+  stream,
 )
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -42,8 +42,14 @@ TIMER_SLACK_S = 0.005
 def tight_server() -> Iterator[InProcessServer]:
   """One mono slot, three connections, a short idle timeout, no raw outputs."""
   settings = Settings(
-      port=0, log_level="warning", ears=[1], capacity=1, shards=1, max_connections=3, idle_timeout_s=1.5,
-      pitchogram=False,
+    port=0,
+    log_level="warning",
+    ears=[1],
+    capacity=1,
+    shards=1,
+    max_connections=3,
+    idle_timeout_s=1.5,
+    pitchogram=False,
   )
   server = InProcessServer(settings).start()
   yield server
@@ -85,8 +91,8 @@ def test_an_idle_client_is_closed(tight_server, messages: list) -> None:
 
 
 @pytest.mark.parametrize(
-    "start, why",
-    [({"outputs": ["frames", "bm"]}, "raw output not enabled"), ({"channels": 2}, "no 2-ear pool")],
+  "start, why",
+  [({"outputs": ["frames", "bm"]}, "raw output not enabled"), ({"channels": 2}, "no 2-ear pool")],
 )
 def test_outputs_and_ear_counts_not_offered_are_unsupported(tight_server, start: dict, why: str) -> None:
   message = json.dumps({**json.loads(START), **start})
@@ -190,7 +196,7 @@ def test_the_host_defaults_to_loopback_and_a_flag_changes_it() -> None:
 def process_server(compile_cache: str) -> Iterator[ServerProcess]:
   """``python -m server`` with the default host, and a 1-s idle timeout."""
   server = ServerProcess.serving(
-      ears=[1], capacity=16, shards=1, raw_outputs=["naps"], idle_timeout_s=1.0, compile_cache_dir=compile_cache
+    ears=[1], capacity=16, shards=1, raw_outputs=["naps"], idle_timeout_s=1.0, compile_cache_dir=compile_cache
   )
   yield server
   assert server.stop() == 0
@@ -202,13 +208,13 @@ def test_the_process_listens_on_loopback_only(process_server) -> None:
 
 
 @pytest.mark.parametrize(
-    "sent",
-    [
-        b"",
-        b"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n",
-        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /he",
-    ],
-    ids=["nothing", "half a request head", "half a second request"],
+  "sent",
+  [
+    b"",
+    b"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /he",
+  ],
+  ids=["nothing", "half a request head", "half a second request"],
 )
 def test_a_connection_without_a_whole_request_head_is_closed_after_the_idle_timeout(process_server, sent) -> None:
   """uvicorn alone would keep such a connection (and its file descriptor) open for ever."""

@@ -9,10 +9,10 @@ import re
 
 import numpy as np
 import pytest
+from server_harness import exchange, max_error, reference_pictures, stream
 
 from server.protocol import ProtocolError, StartMessage, negotiate
 from server.settings import Settings
-from server_harness import exchange, max_error, reference_pictures, stream
 
 RATE = 22050.0
 # The float32 pool against a float32 offline run differs by float32 rounding, which the AGC loop and the
@@ -28,7 +28,7 @@ def harmonic_complex(f0: float, seconds: float) -> np.ndarray:
 def test_pitchogram_and_sai_rows_equal_the_offline_pipeline(main_server) -> None:
   audio = harmonic_complex(220.0, 0.8)
   session = asyncio.run(
-      stream(main_server.ws, audio, RATE, outputs=["frames", "pitchogram", "sai"], sai_interval_ms=50)
+    stream(main_server.ws, audio, RATE, outputs=["frames", "pitchogram", "sai"], sai_interval_ms=50)
   )
   session.check()
   ready = session.ready
@@ -57,13 +57,13 @@ def _start(**fields) -> str:
 
 
 @pytest.mark.parametrize(
-    "fields, code, close, message",
-    [
-        (dict(channels=2, outputs=["pitchogram"]), "unsupported", 1003, "the pitchogram and sai outputs are mono"),
-        (dict(outputs=["frames"], sai_interval_ms=50.0), "invalid_message", 1007, "sai_interval_ms is only for the sai"),
-        (dict(outputs=["sai"], sai_interval_ms=10.0), "invalid_message", 1007, r"sai_interval_ms must be within \[20"),
-        (dict(outputs=["sai"], sai_interval_ms="fast"), "invalid_message", 1007, "sai_interval_ms"),
-    ],
+  "fields, code, close, message",
+  [
+    (dict(channels=2, outputs=["pitchogram"]), "unsupported", 1003, "the pitchogram and sai outputs are mono"),
+    (dict(outputs=["frames"], sai_interval_ms=50.0), "invalid_message", 1007, "sai_interval_ms is only for the sai"),
+    (dict(outputs=["sai"], sai_interval_ms=10.0), "invalid_message", 1007, r"sai_interval_ms must be within \[20"),
+    (dict(outputs=["sai"], sai_interval_ms="fast"), "invalid_message", 1007, "sai_interval_ms"),
+  ],
 )
 def test_bad_picture_requests_get_their_documented_errors(main_server, fields, code, close, message) -> None:
   session = asyncio.run(exchange(main_server.ws, [_start(**fields)]))

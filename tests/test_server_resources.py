@@ -22,7 +22,7 @@ import json
 import random
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -52,14 +52,14 @@ STOP = json.dumps({"type": "stop"})
 def server(compile_cache: str) -> Iterator[ServerProcess]:
   """One mono pool that may send per-sample NAP (large messages), with a short send queue."""
   process = ServerProcess.serving(
-      ears=[1],
-      capacity=CAPACITY,
-      shards=1,
-      raw_outputs=["naps"],
-      max_connections=64,
-      idle_timeout_s=10,
-      send_queue_messages=SEND_QUEUE,
-      compile_cache_dir=compile_cache,
+    ears=[1],
+    capacity=CAPACITY,
+    shards=1,
+    raw_outputs=["naps"],
+    max_connections=64,
+    idle_timeout_s=10,
+    send_queue_messages=SEND_QUEUE,
+    compile_cache_dir=compile_cache,
   )
   yield process
   assert process.stop() == 0
@@ -163,13 +163,13 @@ def test_vanishing_clients_leave_no_slot_descriptor_or_memory_behind(server) -> 
   rss_after = server.rss_bytes()
 
   figures = {
-      "clients": CHURN_CLIENTS,
-      "moments": dict(moments),
-      "slots_free_after": slots.count("ready"),
-      "fds_before": fds_before,
-      "fds_after": fds_after,
-      "rss_before_mib": round(rss_before / 2**20, 1),
-      "rss_after_mib": round(rss_after / 2**20, 1),
+    "clients": CHURN_CLIENTS,
+    "moments": dict(moments),
+    "slots_free_after": slots.count("ready"),
+    "fds_before": fds_before,
+    "fds_after": fds_after,
+    "rss_before_mib": round(rss_before / 2**20, 1),
+    "rss_after_mib": round(rss_after / 2**20, 1),
   }
   print(json.dumps(figures), file=sys.stderr)
   assert sum(moments.values()) == CHURN_CLIENTS and moments["refused"] < CHURN_CLIENTS / 10
@@ -216,7 +216,7 @@ def test_slow_readers_lose_the_oldest_messages_within_bounded_memory(server) -> 
     resume, joined, honest_ready = asyncio.Event(), [], asyncio.Event()
     readers = [asyncio.create_task(slow_reader(server, audio, joined, resume)) for _ in range(SLOW_READERS)]
     honest = asyncio.create_task(
-        record(server.ws, honest_audio, 48000.0, pause_s=0.005, under_way=honest_ready, before_stop=resume)
+      record(server.ws, honest_audio, 48000.0, pause_s=0.005, under_way=honest_ready, before_stop=resume)
     )
     # Every stream holds a slot; a slow reader's slot is given back once the engine has made all its
     # rows, whether or not they were read: then only the honest stream's is left.
@@ -230,11 +230,11 @@ def test_slow_readers_lose_the_oldest_messages_within_bounded_memory(server) -> 
   bound = SLOW_READERS * SEND_QUEUE * message_bytes
   produced = sum(r.texts[-1]["messages"] for r in slow) * message_bytes
   figures = {
-      "slow_readers": SLOW_READERS,
-      "bytes_produced_for_them": produced,
-      "queue_bound_bytes": bound,
-      "rss_growth_peak_bytes": max(rss_samples) - rss_before,
-      "rows_dropped": [r.texts[-1]["dropped_rows"] for r in slow],
+    "slow_readers": SLOW_READERS,
+    "bytes_produced_for_them": produced,
+    "queue_bound_bytes": bound,
+    "rss_growth_peak_bytes": max(rss_samples) - rss_before,
+    "rows_dropped": [r.texts[-1]["dropped_rows"] for r in slow],
   }
   print(json.dumps(figures), file=sys.stderr)
   assert max(rss_samples) - rss_before <= bound + RSS_TOLERANCE < produced / 2

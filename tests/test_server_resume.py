@@ -19,22 +19,22 @@ import hmac
 import json
 import signal
 import time
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
-from reliability_harness import ServerProcess, compile_cache  # noqa: F401 (fixture)
+from reliability_harness import ServerProcess
 from server_harness import (
-    AUTH,
-    TIMEOUT_S,
-    TOLERANCE,
-    InProcessServer,
-    alongside_honest_client,
-    chunks,
-    exchange,
-    make_audio,
-    max_error,
-    reference,
+  AUTH,
+  TIMEOUT_S,
+  TOLERANCE,
+  InProcessServer,
+  alongside_honest_client,
+  chunks,
+  exchange,
+  make_audio,
+  max_error,
+  reference,
 )
 
 from client.protocol import StreamRequest
@@ -50,8 +50,15 @@ RESAMPLED_SEAM_TOLERANCE = 3e-2  # of the peak, after the seam of a resampled st
 
 def resume_settings(**changes) -> Settings:
   return Settings(
-      port=0, log_level="warning", ears=[1], capacity=4, shards=1, resume_key=KEY, idle_timeout_s=10,
-      pitchogram=False, **changes
+    port=0,
+    log_level="warning",
+    ears=[1],
+    capacity=4,
+    shards=1,
+    resume_key=KEY,
+    idle_timeout_s=10,
+    pitchogram=False,
+    **changes,
   )
 
 
@@ -104,7 +111,7 @@ def drain(compile_cache: str, rate: float) -> Drained:
   audio = make_audio(3.0, rate, 1, seed=21)
   split = round(1.27 * rate)  # not a multiple of the block or the hop: the token carries unfinished samples
   first = ServerProcess.serving(
-      ears=[1], capacity=4, shards=1, resume_key=KEY, idle_timeout_s=10, compile_cache_dir=compile_cache
+    ears=[1], capacity=4, shards=1, resume_key=KEY, idle_timeout_s=10, compile_cache_dir=compile_cache
   )
   try:
     session = asyncio.run(drained_half_way(first, audio[:split], rate))
@@ -151,14 +158,14 @@ def continued(replica: InProcessServer, drained: Drained) -> tuple[np.ndarray, n
 
 
 def test_a_stream_drained_half_way_continues_on_another_replica_as_if_never_stopped(
-    drained: Drained, second_replica: InProcessServer
+  drained: Drained, second_replica: InProcessServer
 ) -> None:
   got, expected, _ = continued(second_replica, drained)
   assert max_error(got, expected) <= TOLERANCE
 
 
 def test_a_resampled_stream_differs_after_the_seam_by_less_than_a_measured_bound(
-    compile_cache: str, second_replica: InProcessServer
+  compile_cache: str, second_replica: InProcessServer
 ) -> None:
   """48 kHz in. The resampler's tail is flushed into the hand-over, and the next replica's resampler
   starts afresh on the resampling grid of its own first sample: the frames after the seam are those
@@ -192,24 +199,24 @@ def keyless(payload: bytes) -> str:
 
 
 def test_forged_altered_expired_or_foreign_tokens_are_refused_while_an_honest_client_is_served(
-    drained: Drained, second_replica: InProcessServer
+  drained: Drained, second_replica: InProcessServer
 ) -> None:
   genuine = drained.session.end["resume_token"]
   start = unseal(genuine, KEY.encode(), time.time()).start
   rng = np.random.default_rng(1)
   cases = {
-      "random bytes": ("invalid_resume_token", base64.urlsafe_b64encode(rng.bytes(300)).decode()),
-      "random parts": ("invalid_resume_token", "v1." + base64.urlsafe_b64encode(rng.bytes(90)).decode() + ".AAAA"),
-      "empty": ("invalid_resume_token", ""),
-      "truncated": ("invalid_resume_token", genuine[: len(genuine) // 2]),
-      "payload bit flip": ("invalid_resume_token", flipped(genuine, 40)),
-      "mac altered": ("invalid_resume_token", genuine[:-3] + ("AAA" if genuine[-3:] != "AAA" else "BBB")),
-      "another version": ("invalid_resume_token", "v2" + genuine[2:]),
-      "another key": ("invalid_resume_token", resealed(genuine, "some other key")),
-      "no key": ("invalid_resume_token", keyless(b"PK\x03\x04")),
-      "expired": ("resume_token_expired", resealed(genuine, KEY, expires_at=time.time() - 1)),
-      "another design": ("invalid_resume_token", resealed(genuine, KEY, design="0" * 64)),
-      "another stream": ("invalid_resume_token", resealed(genuine, KEY, start={**start, "hop": 2 * start["hop"]})),
+    "random bytes": ("invalid_resume_token", base64.urlsafe_b64encode(rng.bytes(300)).decode()),
+    "random parts": ("invalid_resume_token", "v1." + base64.urlsafe_b64encode(rng.bytes(90)).decode() + ".AAAA"),
+    "empty": ("invalid_resume_token", ""),
+    "truncated": ("invalid_resume_token", genuine[: len(genuine) // 2]),
+    "payload bit flip": ("invalid_resume_token", flipped(genuine, 40)),
+    "mac altered": ("invalid_resume_token", genuine[:-3] + ("AAA" if genuine[-3:] != "AAA" else "BBB")),
+    "another version": ("invalid_resume_token", "v2" + genuine[2:]),
+    "another key": ("invalid_resume_token", resealed(genuine, "some other key")),
+    "no key": ("invalid_resume_token", keyless(b"PK\x03\x04")),
+    "expired": ("resume_token_expired", resealed(genuine, KEY, expires_at=time.time() - 1)),
+    "another design": ("invalid_resume_token", resealed(genuine, KEY, design="0" * 64)),
+    "another stream": ("invalid_resume_token", resealed(genuine, KEY, start={**start, "hop": 2 * start["hop"]})),
   }
 
   async def refusals() -> dict[str, Session]:

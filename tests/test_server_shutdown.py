@@ -18,16 +18,16 @@ import httpx
 import numpy as np
 from reliability_harness import ServerProcess
 from server_harness import (
-    TIMEOUT_S,
-    TOLERANCE,
-    Pacing,
-    Session,
-    as_received,
-    collect,
-    make_audio,
-    max_error,
-    reference,
-    stream,
+  TIMEOUT_S,
+  TOLERANCE,
+  Pacing,
+  Session,
+  as_received,
+  collect,
+  make_audio,
+  max_error,
+  reference,
+  stream,
 )
 from websockets.asyncio.client import connect
 
@@ -66,8 +66,8 @@ def test_sigterm_flushes_streams_closes_1001_and_exits_0(tmp_path) -> None:
       # Real-time pace: 4 s of audio in ~20 ms chunks each; the server stops long before the end.
       pacings = [Pacing(pause_s=0.02) for _ in rates]
       streams = [
-          asyncio.create_task(stream(ws_url, a, r, pacing=p, seed=i))
-          for i, (a, r, p) in enumerate(zip(audios, rates, pacings))
+        asyncio.create_task(stream(ws_url, a, r, pacing=p, seed=i))
+        for i, (a, r, p) in enumerate(zip(audios, rates, pacings))
       ]
       idle = asyncio.create_task(without_stream())
       await _all_under_way(pacings)
@@ -116,8 +116,8 @@ def test_sigterm_under_load_flushes_32_streams(compile_cache: str) -> None:
   async def clients_then_sigterm() -> list[Session]:
     pacings = [Pacing(pause_s=0.02) for _ in rates]
     streams = [
-        asyncio.create_task(stream(server.ws, audio, rate, fmt, pacing=pacing, seed=i))
-        for i, (audio, rate, fmt, pacing) in enumerate(zip(audios, rates, formats, pacings))
+      asyncio.create_task(stream(server.ws, audio, rate, fmt, pacing=pacing, seed=i))
+      for i, (audio, rate, fmt, pacing) in enumerate(zip(audios, rates, formats, pacings))
     ]
     await _all_under_way(pacings)
     signalled.append(time.monotonic())

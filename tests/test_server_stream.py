@@ -7,13 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 from server_harness import (
-    TOLERANCE,
-    as_received,
-    make_audio,
-    max_error,
-    reference,
-    stream,
-    to_model_rate,
+  TOLERANCE,
+  as_received,
+  make_audio,
+  max_error,
+  reference,
+  stream,
+  to_model_rate,
 )
 
 
@@ -47,9 +47,9 @@ def test_ready_describes_the_stream(main_server) -> None:
   assert len(ready["centre_frequencies_hz"]) == ready["channels"] == session.headers[0]["channels"]
   assert np.all(np.diff(ready["centre_frequencies_hz"]) < 0)  # channel 0 highest
   assert ready["header"] == {
-      "struct": "<BBHHHQQII",
-      "bytes": 32,
-      "fields": ["version", "kind", "header_bytes", "channels", "ears", "sequence", "first_index", "count", "dropped"],
+    "struct": "<BBHHHQQII",
+    "bytes": 32,
+    "fields": ["version", "kind", "header_bytes", "channels", "ears", "sequence", "first_index", "count", "dropped"],
   }
   assert [h["sequence"] for h in session.headers] == list(range(len(session.headers)))
 
@@ -69,8 +69,8 @@ def test_raw_outputs_and_a_custom_hop(main_server) -> None:
 def test_sixteen_concurrent_clients_started_at_different_times(main_server) -> None:
   rates, formats = [22050.0, 48000.0, 16000.0], ["f32le", "s16le"]
   clients = [
-      (make_audio(0.4, rates[i % 3], 2 if i % 4 == 3 else 1, seed=100 + i), rates[i % 3], formats[i % 2])
-      for i in range(16)
+    (make_audio(0.4, rates[i % 3], 2 if i % 4 == 3 else 1, seed=100 + i), rates[i % 3], formats[i % 2])
+    for i in range(16)
   ]
 
   async def client(i: int):

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-
 from server_harness import TIMEOUT_S
 
 from engine.pool import BlockResult, PoolFullError
@@ -20,7 +19,9 @@ from server.settings import Settings
 
 
 def _message(sequence: int, rows: int) -> FrameMessage:
-  return FrameMessage(kind=1, sequence=sequence, first_index=10 * sequence, rows=np.full((rows, 3, 2), sequence, np.float32))
+  return FrameMessage(
+    kind=1, sequence=sequence, first_index=10 * sequence, rows=np.full((rows, 3, 2), sequence, np.float32)
+  )
 
 
 def test_frame_message_encoding() -> None:
@@ -62,16 +63,16 @@ def test_decode_audio(channels: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "headers, query, allowed",
-    [
-        ({"authorization": "Bearer s3cret"}, {}, True),
-        ({"authorization": "bearer s3cret"}, {}, True),
-        ({}, {"token": "s3cret"}, True),
-        ({}, {}, False),
-        ({"authorization": "Basic s3cret"}, {}, False),
-        ({"authorization": "Bearer s3cret", "origin": "http://a.example"}, {}, True),
-        ({"authorization": "Bearer s3cret", "origin": "http://b.example"}, {}, False),
-    ],
+  "headers, query, allowed",
+  [
+    ({"authorization": "Bearer s3cret"}, {}, True),
+    ({"authorization": "bearer s3cret"}, {}, True),
+    ({}, {"token": "s3cret"}, True),
+    ({}, {}, False),
+    ({"authorization": "Basic s3cret"}, {}, False),
+    ({"authorization": "Bearer s3cret", "origin": "http://a.example"}, {}, True),
+    ({"authorization": "Bearer s3cret", "origin": "http://b.example"}, {}, False),
+  ],
 )
 def test_token_and_origin(headers: dict, query: dict, allowed: bool) -> None:
   settings = Settings(token="s3cret", allowed_origins=["http://a.example"])

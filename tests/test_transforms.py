@@ -31,8 +31,8 @@ def naps_loss(weights, x, hypers, state):
 
 
 @pytest.mark.parametrize(
-    "ihc_style, n_ears",
-    [("one_cap", 1), ("two_cap", 1), ("two_cap_with_syn", 1), ("two_cap_with_syn", 2)],
+  "ihc_style, n_ears",
+  [("one_cap", 1), ("two_cap", 1), ("two_cap_with_syn", 1), ("two_cap_with_syn", 2)],
 )
 def test_gradient_of_every_weights_leaf_matches_central_differences(ihc_style, n_ears) -> None:
   """For each leaf, grad . v equals (L(w + eps v) - L(w - eps v)) / 2 eps.
@@ -57,15 +57,15 @@ def test_gradient_of_every_weights_leaf_matches_central_differences(ihc_style, n
   for i, (leaf, grad) in enumerate(zip(leaves, grad_leaves)):
     scale = max(float(jnp.max(jnp.abs(leaf))), 1e-3)
     direction = rng.standard_normal(leaf.shape) * scale
-    shifted = lambda sign: treedef.unflatten(
-        [l + sign * eps * direction if j == i else l for j, l in enumerate(leaves)]
+    shifted = lambda sign, i=i, direction=direction: treedef.unflatten(
+      [other + sign * eps * direction if j == i else other for j, other in enumerate(leaves)]
     )
     numeric = (naps_loss(shifted(+1), x, hypers, state) - naps_loss(shifted(-1), x, hypers, state)) / (2 * eps)
     analytic = float(jnp.sum(grad * direction))
     assert np.isfinite(analytic)
     assert abs(analytic - float(numeric)) <= 1e-5 * max(abs(analytic), abs(float(numeric))) + atol, (
-        f"leaf {i} ({jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(weights)[0][i][0])}): "
-        f"autodiff {analytic:.9g} vs central difference {float(numeric):.9g}"
+      f"leaf {i} ({jax.tree_util.keystr(jax.tree_util.tree_flatten_with_path(weights)[0][i][0])}): "
+      f"autodiff {analytic:.9g} vs central difference {float(numeric):.9g}"
     )
     checked += abs(analytic) > 100 * atol
   assert checked >= 10, "too few weights influence the loss; the check is vacuous"
@@ -76,9 +76,7 @@ def test_vmap_over_three_streams_equals_three_separate_runs() -> None:
   xs = np.stack([noise(300, 1, seed=s, scale=0.1 * (s + 1)) for s in range(3)])
   run = jax.jit(functools.partial(carfac.run_segment, hypers=hypers))
   states = jax.tree.map(lambda leaf: jnp.stack([leaf] * 3), state)
-  batched = jax.jit(
-      jax.vmap(lambda x, s: carfac.run_segment(x, hypers, weights, s))
-  )(xs, states)
+  batched = jax.jit(jax.vmap(lambda x, s: carfac.run_segment(x, hypers, weights, s)))(xs, states)
   for i in range(3):
     single = run(xs[i], weights=weights, state=state)
     # XLA may sum a batched cumulative sum in another order: float64 rounding
@@ -89,8 +87,8 @@ def test_vmap_over_three_streams_equals_three_separate_runs() -> None:
 
 
 @pytest.mark.parametrize(
-    "ihc_style, n_ears, dtype",
-    [("two_cap", 1, np.float32), ("two_cap_with_syn", 2, np.float64)],
+  "ihc_style, n_ears, dtype",
+  [("two_cap", 1, np.float32), ("two_cap_with_syn", 2, np.float64)],
 )
 def test_any_split_into_segments_equals_one_call_bit_for_bit(ihc_style, n_ears, dtype) -> None:
   """Lengths 1, 5, 13, 64, 200, 317 (not multiples of the decimation 8)."""

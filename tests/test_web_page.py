@@ -13,8 +13,9 @@ either is missing the tests fail, saying so.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -31,17 +32,17 @@ from server.settings import Settings
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--use-fake-ui-for-media-stream",  # grants the microphone without a prompt
-    "--use-fake-device-for-media-stream",  # a fake microphone (no sound card here) ...
-    "--autoplay-policy=no-user-gesture-required",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--disable-dev-shm-usage",
+  "--use-fake-ui-for-media-stream",  # grants the microphone without a prompt
+  "--use-fake-device-for-media-stream",  # a fake microphone (no sound card here) ...
+  "--autoplay-policy=no-user-gesture-required",
 ]
 MIC_HZ, FILE_HZ = 1000.0, 500.0
 WAIT_MS = 20_000  # bound on any wait for the page
@@ -93,10 +94,10 @@ def playwright() -> Iterator[Any]:
 def _chromium(playwright, microphone: Path) -> Iterator[Any]:
   """Chromium whose fake microphone plays ``microphone`` (the file loops)."""
   chromium = playwright.chromium.launch(
-      executable_path=str(CHROMIUM),
-      headless=True,
-      args=[*FLAGS, f"--use-file-for-fake-audio-capture={microphone}"],
-      timeout=WAIT_MS,
+    executable_path=str(CHROMIUM),
+    headless=True,
+    args=[*FLAGS, f"--use-file-for-fake-audio-capture={microphone}"],
+    timeout=WAIT_MS,
   )
   yield chromium
   chromium.close()
@@ -205,8 +206,10 @@ def test_the_pitchogram_of_a_harmonic_complex_is_brightest_at_its_period(pitch_p
   assert drawn["lags"] == len(lags_s) == 148 and len(drawn["rows"]) == 148 * drawn["rowPx"]
   brightest = int(np.argmax(drawn["rows"])) // drawn["rowPx"]
   period = int(np.abs(lags_s - 1 / PITCH_HZ).argmin())
-  print(f"pitchogram: brightest rows show lag cell {brightest} ({1000 * lags_s[brightest]:.2f} ms); "
-        f"1/{PITCH_HZ:g} s is cell {period}")
+  print(
+    f"pitchogram: brightest rows show lag cell {brightest} ({1000 * lags_s[brightest]:.2f} ms); "
+    f"1/{PITCH_HZ:g} s is cell {period}"
+  )
   assert abs(brightest - period) <= 1
   page.click("#stop")
   page.wait_for_function("window.carfacState.state === 'stopped'")
@@ -227,7 +230,7 @@ def test_a_chosen_hearing_profile_and_level_go_with_the_stream(page, main_server
   used = state["ready"]["hearing"]
   poles = np.asarray(state["ready"]["centre_frequencies_hz"])
   expected = carfac.ohc_health_from_audiogram(
-      hearing.AUDIOMETRIC_FREQUENCIES_HZ, hearing.EXAMPLE_AUDIOGRAMS["noise-notch"], poles
+    hearing.AUDIOMETRIC_FREQUENCIES_HZ, hearing.EXAMPLE_AUDIOGRAMS["noise-notch"], poles
   )
   np.testing.assert_allclose(used["ohc_health"][0], expected, atol=1e-6)
   assert used["level_db_spl"] == 70 and used["input_gain"] == pytest.approx(carfac.input_gain_for_level(70))
@@ -242,14 +245,14 @@ def test_a_refused_stream_is_shown(page, main_server) -> None:
 
 
 @pytest.mark.parametrize(
-    "origin, host, allowed",
-    [
-        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),  # the server's own page
-        ("https://carfac.example", "CARFAC.example", True),
-        ("http://127.0.0.1:9000", "127.0.0.1:8000", False),  # another port is another site
-        ("http://evil.example", "127.0.0.1:8000", False),
-        ("http://127.0.0.1:8000", None, False),
-    ],
+  "origin, host, allowed",
+  [
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", True),  # the server's own page
+    ("https://carfac.example", "CARFAC.example", True),
+    ("http://127.0.0.1:9000", "127.0.0.1:8000", False),  # another port is another site
+    ("http://evil.example", "127.0.0.1:8000", False),
+    ("http://127.0.0.1:8000", None, False),
+  ],
 )
 def test_only_the_servers_own_page_passes_the_origin_check(origin: str, host: str | None, allowed: bool) -> None:
   headers = {"origin": origin, **({"host": host} if host else {})}

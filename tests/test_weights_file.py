@@ -68,9 +68,9 @@ def test_float64_weights_load_into_a_float32_design(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "other",
-    [dict(fs=16000.0), dict(ihc_style="one_cap"), dict(n_ears=2)],
-    ids=["another sample rate", "another IHC", "another ear count"],
+  "other",
+  [dict(fs=16000.0), dict(ihc_style="one_cap"), dict(n_ears=2)],
+  ids=["another sample rate", "another IHC", "another ear count"],
 )
 def test_weights_of_another_design_are_refused(tmp_path, other) -> None:
   hypers, weights, _ = design()

@@ -32,7 +32,7 @@ def impaired(weights: carfac.CarfacWeights) -> carfac.CarfacWeights:
   health = np.asarray(weights.ears[0].car.ohc_health).copy()
   health[IMPAIRED_CHANNELS] *= 0.3
   return jax.tree_util.tree_map_with_path(
-      lambda path, leaf: health.astype(leaf.dtype) if "ohc_health" in jax.tree_util.keystr(path) else leaf, weights
+    lambda path, leaf: health.astype(leaf.dtype) if "ohc_health" in jax.tree_util.keystr(path) else leaf, weights
   )
 
 

@@ -23,7 +23,7 @@ def test_tuning_is_added_and_merged_without_overriding_the_user() -> None:
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
   environment = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "CARFAC_XLA_TUNING")}
   return subprocess.run(
-      [sys.executable, "-c", code], env={**environment, **env}, capture_output=True, text=True, timeout=120
+    [sys.executable, "-c", code], env={**environment, **env}, capture_output=True, text=True, timeout=120
   )
 
 
