@@ -118,9 +118,9 @@ def test_hypers_hash_and_compare_by_value() -> None:
 
 def test_hypers_arrays_are_read_only(default_model) -> None:
   hypers, _, _ = default_model
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="assignment destination is read-only"):
     hypers.ears[0].car.r1_coeffs[0] = 0.0
-  with pytest.raises(dataclasses.FrozenInstanceError):
+  with pytest.raises(dataclasses.FrozenInstanceError, match="cannot assign to field 'n_ch'"):
     hypers.ears[0].car.n_ch = 3
 
 
