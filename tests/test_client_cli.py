@@ -167,7 +167,7 @@ def test_a_hearing_profile_and_level_give_the_offline_frames_of_that_listener(ma
 
 
 def test_a_malformed_audiogram_argument_is_a_usage_error(capsys) -> None:
-  with pytest.raises(SystemExit) as exited:
+  with pytest.raises(SystemExit, match="^2$") as exited:  # argparse's usage-error exit status
     main(["stream", "x.wav", "--out", "x.npz", "--audiogram", "500-10"])
   assert exited.value.code == 2 and "FREQUENCY_HZ:LOSS_DB pairs" in capsys.readouterr().err
 
