@@ -193,7 +193,7 @@ def test_pool_rejects_bad_blocks_without_touching_state(bad: np.ndarray, message
 def test_pool_full_and_slot_misuse_are_clear_errors() -> None:
   pool = StreamPool(carfac.CarfacDesignParameters(), capacity=1, block_size=16, hop=16)
   slot = pool.join()
-  with pytest.raises(PoolFullError):
+  with pytest.raises(PoolFullError, match="all 1 stream slots are in use"):
     pool.join()
   pool.leave(slot)
   with pytest.raises(ValueError, match="not in use"):
