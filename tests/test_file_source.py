@@ -44,7 +44,7 @@ def test_a_file_streams_back_identically(tmp_path: Path, suffix: str, channels: 
 
 
 def test_a_missing_file_fails_on_construction(tmp_path: Path) -> None:
-  with pytest.raises(soundfile.LibsndfileError):
+  with pytest.raises(soundfile.LibsndfileError, match=r"Error opening '.*absent\.wav'"):
     FileSource(tmp_path / "absent.wav")
 
 
