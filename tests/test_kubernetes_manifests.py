@@ -41,7 +41,7 @@ def test_every_manifest_is_valid_against_the_kubernetes_schema(kind: str) -> Non
 def test_an_invalid_manifest_is_refused() -> None:
   """The check can fail: a misspelt field is an error in strict mode."""
   broken = {**DOCUMENTS["Service"], "spec": {**DOCUMENTS["Service"]["spec"], "selectr": {}}}
-  with pytest.raises(kubernetes_validate.ValidationError):
+  with pytest.raises(kubernetes_validate.ValidationError, match=r"\('selectr' was unexpected\)"):
     kubernetes_validate.validate(broken, KUBERNETES, strict=True)
 
 
