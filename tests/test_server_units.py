@@ -63,23 +63,36 @@ def test_decode_audio(channels: int) -> None:
 
 
 @pytest.mark.parametrize(
-  "headers, query, allowed",
+  "headers, query, refusal",
   [
-    ({"authorization": "Bearer s3cret"}, {}, True),
-    ({"authorization": "bearer s3cret"}, {}, True),
-    ({}, {"token": "s3cret"}, True),
-    ({}, {}, False),
-    ({"authorization": "Basic s3cret"}, {}, False),
-    ({"authorization": "Bearer s3cret", "origin": "http://a.example"}, {}, True),
-    ({"authorization": "Bearer s3cret", "origin": "http://b.example"}, {}, False),
+    ({"authorization": "Bearer s3cret"}, {}, None),
+    ({"authorization": "bearer s3cret"}, {}, None),
+    ({}, {"token": "s3cret"}, None),
+    ({}, {}, "a valid bearer token is required"),
+    ({"authorization": "Basic s3cret"}, {}, "a valid bearer token is required"),
+    ({"authorization": "Bearer s3cret", "origin": "http://a.example"}, {}, None),
+    (
+      {"authorization": "Bearer s3cret", "origin": "http://b.example"},
+      {},
+      r"origin 'http://b\.example' is not allowed",
+    ),
+  ],
+  ids=[
+    "bearer-header",
+    "lowercase-bearer-header",
+    "token-query",
+    "no-token",
+    "basic-scheme-is-no-token",
+    "allowed-origin",
+    "foreign-origin",
   ],
 )
-def test_token_and_origin(headers: dict, query: dict, allowed: bool) -> None:
+def test_token_and_origin(headers: dict, query: dict, refusal: str | None) -> None:
   settings = Settings(token="s3cret", allowed_origins=["http://a.example"])
-  if allowed:
+  if refusal is None:
     check_access(headers, query, settings)
   else:
-    with pytest.raises(ProtocolError) as error:
+    with pytest.raises(ProtocolError, match=refusal) as error:
       check_access(headers, query, settings)
     assert error.value.kind.close_code == 1008
 
@@ -126,7 +139,7 @@ def test_a_join_waits_for_a_finishing_streams_slot_but_no_longer_than_join_wait(
 
   async def timed_refusal() -> float:
     started = time.monotonic()
-    with pytest.raises(PoolFullError):
+    with pytest.raises(PoolFullError, match="the 1-ear pool is at its real-time capacity"):
       await engine.join("1", engine.pool("1").hop, _Results())
     return time.monotonic() - started
 
