@@ -17,18 +17,15 @@ apply_xla_tuning()  # before anything below can start a JAX backend
 from carfac import hearing
 from carfac._dataclasses import pytree_dataclass
 from carfac.agc import AgcDesignParameters, AgcHypers, AgcState, AgcWeights
-from carfac.batch import agc_period, run_segment_batch, select_streams
+from carfac.batch import agc_period, run_segment_batch
 from carfac.car import CarDesignParameters, CarHypers, CarState, CarWeights
 from carfac.carfac import (
-  OUTPUT_NAMES,
   CarfacDesignParameters,
   CarfacHypers,
   CarfacState,
   CarfacWeights,
   FullSegmentOutput,
   SegmentOutput,
-  close_agc_loop,
-  cross_couple,
   design_and_init_carfac,
   run_segment,
   run_segment_full,
@@ -62,6 +59,7 @@ from carfac.sai import (
   run_sai_segment,
   run_sai_segment_jit,
 )
+from carfac.sample_step import OUTPUT_NAMES, close_agc_loop, cross_couple, select_streams
 from carfac.syn import SynDesignParameters, SynHypers, SynState, SynWeights
 from carfac.weights_file import WeightsFileError, load_weights, save_weights
 
@@ -88,7 +86,6 @@ __all__ = [
   "IhcHypers",
   "IhcState",
   "IhcWeights",
-  "OUTPUT_NAMES",
   "OUTPUT_NAMES",
   "PipelineFrame",
   "PitchogramDesignParameters",

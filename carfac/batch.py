@@ -22,42 +22,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from carfac import agc
-from carfac.carfac import (
-  CarfacHypers,
-  CarfacState,
-  CarfacWeights,
-  _checked_outputs,
-  _open_loop_states,
+from carfac.carfac import CarfacHypers, CarfacState, CarfacWeights
+from carfac.sample_step import (
   agc_view,
+  checked_outputs,
   ears_step,
+  loop_start_states,
   merge_agc_view,
-  require_float_input,
+  sample_step_with_agc,
   state_dtype,
   update_agc,
+  validated_waves,
 )
 from carfac.time_loop import checkpointed_scan
-
-
-def _validated_batch(input_waves, hypers: CarfacHypers, dtype) -> jax.Array:
-  """(n_streams, n_samp) or (n_streams, n_samp, n_ears) float -> 3-D array."""
-  shape = np.shape(input_waves)
-  require_float_input(input_waves)
-  if len(shape) == 2 and hypers.n_ears == 1:
-    shape = shape + (1,)
-  if len(shape) != 3 or shape[2] != hypers.n_ears:
-    raise ValueError(f"input_waves must have shape (n_streams, n_samp, {hypers.n_ears}), got {np.shape(input_waves)}")
-  return jnp.asarray(input_waves, dtype).reshape(shape)
-
-
-def select_streams(mask: jax.Array, new, old):
-  """Per stream: ``new`` where ``mask`` (a (n_streams,) bool), else ``old``; leaf by leaf for pytrees.
-
-  Every leaf has the stream axis first. The one select-per-stream of the
-  batch loop (AGC updates of the streams that are due) and of the engine's
-  pool (advancing only the streams that had a block).
-  """
-  pick = lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
-  return jax.tree.map(pick, new, old)
 
 
 def _groups_per_chunk(checkpoint_every: int | None, group: int) -> int | None:
@@ -144,14 +121,12 @@ def run_segment_batch(
     ``sum_every=1`` equal to running ``run_segment_outputs`` on each stream
     separately.
   """
-  outputs = _checked_outputs(outputs)
-  x = _validated_batch(input_waves, hypers, state_dtype(states))
+  outputs = checked_outputs(outputs)
+  x = validated_waves(input_waves, hypers, state_dtype(states), batch=True)
   n_samp = x.shape[1]
   if sum_every < 1 or n_samp % sum_every:
     raise ValueError(f"sum_every={sum_every} must be >= 1 and divide n_samp={n_samp}")
-  ear_states = list(states.ears)
-  if open_loop:
-    ear_states = _open_loop_states(ear_states)
+  ear_states = loop_start_states(states, open_loop)
   weights_axis = 0 if weights_per_stream else None
   step_all = jax.vmap(lambda w, s, x_t: ears_step(hypers, w, s, x_t, outputs), in_axes=(weights_axis, 0, 0))
   step_all = functools.partial(step_all, weights)
@@ -159,20 +134,8 @@ def run_segment_batch(
 
   def checked_loop(ear_states):
     """Any phases: the AGC update under a branch on "any stream due", every sample."""
-    update_all = functools.partial(
-      jax.vmap(lambda w, s: update_agc(hypers, w, s, open_loop), in_axes=(weights_axis, 0)), weights
-    )
-
-    def sample_step(ear_states, x_t):
-      ear_states, due, per_sample = step_all(ear_states, x_t)
-      views = jax.lax.cond(
-        jnp.any(due),
-        lambda v: select_streams(due, update_all(v), v),
-        lambda v: v,
-        agc_view(ear_states),
-      )
-      return merge_agc_view(ear_states, views), per_sample
-
+    update_all = jax.vmap(lambda w, s: update_agc(hypers, w, s, open_loop), in_axes=(weights_axis, 0))
+    sample_step = sample_step_with_agc(step_all, functools.partial(update_all, weights))
     return _summing_scan(sample_step, ear_states, time_major, sum_every, checkpoint_every)
 
   def scheduled_loop(ear_states):

@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from carfac.batch import run_segment_batch
-from carfac.carfac import CarfacHypers, CarfacState, CarfacWeights, state_dtype
+from carfac.carfac import CarfacHypers, CarfacState, CarfacWeights
+from carfac.sample_step import state_dtype
 
 RMS_ONE_DB_SPL = 107.0  # the level of an input of RMS 1 (google/carfac PR #34)
 FULL_SCALE_SINE_DB_SPL = RMS_ONE_DB_SPL - 20 * math.log10(math.sqrt(2))  # ~104.0: unscaled input
