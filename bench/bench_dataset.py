@@ -7,7 +7,7 @@ Writes ``--files`` WAV files of 5 to 30 s (noise and tones, mono, at
   files stepped together, one shard per core), reading, resampling and
   writing included: x real time = audio seconds / wall seconds;
 - one file at a time, as ``carfac-nap IN OUT`` does it: a fresh one-slot
-  pool per file (``wav_to_nap_frames``, compiled per file), on the first
+  pool per file (``audio_to_nap_frames``, compiled per file), on the first
   ``--loop-files`` files, and the same loop with one one-slot pool reused
   (compiled once: the loop's cost without its compilations);
 - the pool alone: a full pool of the dataset's size stepping blocks already
@@ -31,7 +31,7 @@ import soundfile
 
 import carfac
 from engine import dataset
-from engine.nap_file import wav_to_nap_frames
+from engine.offline import audio_to_nap_frames
 from engine.pool import StreamPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -84,7 +84,7 @@ def bench_one_at_a_time(paths: list[Path], reuse_pool: bool) -> dict:
     audio = soundfile.read(path, dtype="float32", always_2d=True)[0]
     audio_s += len(audio) / MODEL_RATE
     if pool is None:
-      wav_to_nap_frames(audio, params, HOP)
+      audio_to_nap_frames(audio, params, HOP)
       continue
     slot = pool.join()
     padded = np.zeros((-(-len(audio) // block) * block, 1), np.float32)

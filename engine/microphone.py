@@ -7,7 +7,7 @@ PortAudio's own ``input_overflow`` flags); all model work happens on the
 engine's thread, which drains the ring through ``read_block`` or iteration
 (an ``AudioSource`` for ``engine.runner.EngineRunner``). It imports
 neither JAX nor the model, so a client that only streams to a server starts
-fast; the ``carfac-mic`` demo is ``engine.mic_cli``.
+fast; the ``carfac-mic`` demo is ``engine.cli.mic``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ own, and an exception raised there is re-raised by ``stop()``/``join()``.
 When the source ends or ``stop()`` is called, the feed is flushed, so the
 tail of the audio is processed too. Frames whose hop reaches into the zero
 padding of the last block are dropped: every frame delivered is the mean NAP
-over ``hop`` real samples, as in ``engine.nap_file``.
+over ``hop`` real samples, as in ``engine.offline``.
 
 The pool is not thread-safe: while a runner runs, no other thread may step it.
 """

@@ -17,8 +17,8 @@ import soundfile
 from server_harness import TOLERANCE, max_error, to_model_rate
 
 import carfac
+from engine.cli.nap import main
 from engine.dataset import MANIFEST, expand_inputs
-from engine.nap_file import main
 
 MODEL_RATE, HOP = 22050.0, 220
 FILES = {  # name: (rate, channels, seconds)

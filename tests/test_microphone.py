@@ -15,7 +15,7 @@ import pytest
 from audio_harness import CAPTURE_RATE, TONE_HZ, playing_tone
 
 import carfac
-from engine.mic_cli import main
+from engine.cli.mic import main
 from engine.microphone import MicrophoneSource, list_input_devices
 from engine.optional_import import MissingAudioBackendError, import_optional
 from engine.pool import BlockResult, StreamPool

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 import carfac
-from engine.nap_file import read_wav, write_wav
+from engine.wav import read_wav, write_wav
 
 
 def test_wav_round_trip_keeps_samples_to_16_bit_precision(tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_cli_frames_equal_offline_run_segment_and_peak_at_the_tone(tmp_path: Pat
   tone = 0.1 * np.sin(2 * np.pi * 1000 * t)
   write_wav(tmp_path / "tone.wav", tone, rate)
   result = subprocess.run(
-    [sys.executable, "-m", "engine.nap_file", str(tmp_path / "tone.wav"), str(tmp_path / "nap.npz")],
+    [sys.executable, "-m", "engine.cli.nap", str(tmp_path / "tone.wav"), str(tmp_path / "nap.npz")],
     capture_output=True,
     text=True,
     timeout=300,
@@ -49,7 +49,7 @@ def test_cli_frames_equal_offline_run_segment_and_peak_at_the_tone(tmp_path: Pat
 def test_cli_reports_an_unreadable_file(tmp_path: Path) -> None:
   (tmp_path / "bad.wav").write_bytes(b"not a wav")
   result = subprocess.run(
-    [sys.executable, "-m", "engine.nap_file", str(tmp_path / "bad.wav"), str(tmp_path / "o.npz")],
+    [sys.executable, "-m", "engine.cli.nap", str(tmp_path / "bad.wav"), str(tmp_path / "o.npz")],
     capture_output=True,
     text=True,
     timeout=120,

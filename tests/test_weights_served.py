@@ -10,7 +10,6 @@ healthy ones where the loss is.
 from __future__ import annotations
 
 import asyncio
-import wave
 from pathlib import Path
 
 import jax
@@ -19,8 +18,9 @@ import pytest
 from server_harness import TOLERANCE, InProcessServer, max_error, stream
 
 import carfac
-from engine.nap_file import main as nap_main
+from engine.cli.nap import main as nap_main
 from engine.pool import StreamPool
+from engine.wav import read_wav, write_wav
 from server.cli import main as server_main
 from server.settings import Settings
 
@@ -104,13 +104,9 @@ def test_carfac_server_refuses_a_weights_file_of_another_design(tmp_path: Path, 
 
 
 def _write_wav(path: Path, audio: np.ndarray, rate: int) -> np.ndarray:
-  pcm = np.round(np.clip(audio[:, 0], -1, 1) * 32767).astype("<i2")
-  with wave.open(str(path), "wb") as wav:
-    wav.setnchannels(1)
-    wav.setsampwidth(2)
-    wav.setframerate(rate)
-    wav.writeframes(pcm.tobytes())
-  return (pcm.astype(np.float32) / 32768)[:, None]
+  """Writes 16-bit PCM; returns the samples as ``carfac-nap`` reads them back."""
+  write_wav(path, audio, rate)
+  return read_wav(path)[0]
 
 
 def test_carfac_nap_uses_the_weights_file(tmp_path: Path) -> None:

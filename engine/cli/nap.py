@@ -2,12 +2,13 @@
 
 One file: the model is designed at the file's own sample rate and the file
 is streamed through a one-slot ``StreamPool`` in fixed-size blocks (one
-compilation, bounded memory); each frame is the mean NAP over one complete
-hop. WAV files are read with the standard library's ``wave`` (integer PCM).
-Several inputs (files of any format libsndfile reads, folders, globs, list
-files) go to ``OUT_DIR``, every file resampled to ``--model-rate`` and
-``--batch`` files stepped together (``engine.dataset``), with a progress
-bar, a manifest, and a rerun continuing an interrupted one.
+compilation, bounded memory; ``engine.offline``); each frame is the mean NAP
+over one complete hop. WAV files are read with the standard library's
+``wave`` (integer PCM; ``engine.wav``). Several inputs (files of any format
+libsndfile reads, folders, globs, list files) go to ``OUT_DIR``, every file
+resampled to ``--model-rate`` and ``--batch`` files stepped together
+(``engine.dataset``), with a progress bar, a manifest, and a rerun
+continuing an interrupted one.
 
     carfac-nap speech.wav speech_nap.npz --hop-ms 10
     carfac-nap corpus/ extra/*.flac @more.txt naps/ --batch 32
@@ -29,57 +30,9 @@ from engine import dataset
 from engine.frames import samples_for_ms
 from engine.hearing_arguments import add_hearing_arguments
 from engine.nap_format import save_nap_npz
-from engine.pool import RAW_OUTPUTS, StreamPool
-
-_PCM_DTYPES = {1: np.uint8, 2: np.int16, 4: np.int32}
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, float]:
-  """Integer PCM WAV -> (float32 samples in [-1, 1), (n_samp, n_channels)), rate."""
-  with wave.open(str(path), "rb") as wav:
-    width, n_channels = wav.getsampwidth(), wav.getnchannels()
-    if width not in _PCM_DTYPES:
-      raise ValueError(f"{path}: {8 * width}-bit WAV not supported (8, 16 or 32-bit PCM)")
-    raw = np.frombuffer(wav.readframes(wav.getnframes()), _PCM_DTYPES[width])
-    rate = float(wav.getframerate())
-  if width == 1:
-    samples = (raw.astype(np.float32) - 128) / 128
-  else:
-    samples = raw.astype(np.float32) / float(2 ** (8 * width - 1))
-  return samples.reshape(-1, n_channels), rate
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
-  """Float samples (n_samp,) or (n_samp, n_channels) -> 16-bit PCM WAV."""
-  samples = np.atleast_2d(np.asarray(samples).T).T
-  pcm = np.clip(np.round(samples * 32768), -32768, 32767).astype("<i2")
-  with wave.open(str(path), "wb") as wav:
-    wav.setnchannels(samples.shape[1])
-    wav.setsampwidth(2)
-    wav.setframerate(rate)
-    wav.writeframes(pcm.tobytes())
-
-
-def wav_to_nap_frames(
-  audio: np.ndarray,
-  params: carfac.CarfacDesignParameters,
-  hop: int,
-  frames_per_block: int = 64,
-  weights: carfac.CarfacWeights | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-  """Mean NAP per complete hop of ``audio`` (n_samp, n_ears), with the design's or trained ``weights``.
-
-  Returns (frames (n_frames, n_ch, n_ears) float32, centre frequencies).
-  """
-  block = hop * frames_per_block
-  pool = StreamPool(params, capacity=1, block_size=block, hop=hop, weights=weights)
-  slot = pool.join()
-  n_samp = audio.shape[0]
-  padded = np.zeros((-(-n_samp // block) * block, audio.shape[1]), np.float32)
-  padded[:n_samp] = audio
-  frames = [pool.step({slot: padded[start : start + block]})[slot].frames for start in range(0, len(padded), block)]
-  # Frames that reach into the zero padding are not the file's.
-  return np.concatenate(frames)[: n_samp // hop], pool.centre_frequencies()
+from engine.offline import audio_to_nap_frames
+from engine.pool import RAW_OUTPUTS
+from engine.wav import read_wav
 
 
 def _profile_health(args: argparse.Namespace, hypers: carfac.CarfacHypers) -> np.ndarray | None:
@@ -121,7 +74,7 @@ def _one_file(args: argparse.Namespace, source: Path, output: Path) -> int:
     print(f"carfac-nap: --weights {args.weights}: {err}", file=sys.stderr)
     return 2
   hop = samples_for_ms(args.hop_ms, rate)
-  frames, centre_frequencies = wav_to_nap_frames(audio * np.float32(_input_gain(args)), params, hop, weights=weights)
+  frames, centre_frequencies = audio_to_nap_frames(audio * np.float32(_input_gain(args)), params, hop, weights=weights)
   save_nap_npz(output, frames, centre_frequencies, rate, hop, str(source))
   print(
     f"{source}: {audio.shape[0] / rate:.2f} s, {audio.shape[1]} ear(s) -> "
