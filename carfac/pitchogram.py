@@ -48,6 +48,7 @@ from carfac.carfac import (
   design_and_init_carfac,
   run_segment_outputs,
 )
+from carfac.finite import count_non_finite
 from carfac.sai import (
   SaiDesignParameters,
   SaiHypers,
@@ -491,7 +492,7 @@ class PitchogramPipeline:
     expected = (self.num_samples_per_segment,)
     if samples.shape != expected or not np.issubdtype(samples.dtype, np.floating):
       raise ValueError(f"process_samples takes a float array of shape {expected}, got {samples.dtype} {samples.shape}")
-    if not np.all(np.isfinite(samples)):
+    if count_non_finite(samples):  # rejected before running, the state untouched (README, "Bad input")
       raise ValueError("process_samples: the samples must be finite (no NaN or Inf)")
     frame, self._state = _run_pipeline_segment_jit(samples, self._hypers, self._weights, self._state)
     self.frame = PipelineFrame(*(np.asarray(x) for x in frame))

@@ -6,9 +6,8 @@ takes fixed-size blocks at the model's rate. ``BlockFeed`` chains the steps:
   non-finite check, clipping -> ``StreamResampler`` (to the model rate) -> ``Reblocker``
 
 Non-finite policy: NaN and +-Inf samples are counted in ``nonfinite_samples``
-and replaced by 0 before resampling. A sound card or decoder glitch should
-not end a live stream, and a NaN must not reach the resampler, whose filter
-would smear it over its neighbours, nor the pool, which rejects such a block.
+and replaced by 0 before resampling (the audio sources' part of the policy;
+every layer's part, and why: README, "Bad input").
 
 Amplitude policy: finite samples are clipped to +-``MAX_SAMPLE`` (counted in
 ``clipped_samples``). Full scale is 1; the float32 model stays finite up to
@@ -23,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from carfac.finite import count_non_finite
 from engine.reblock import Reblocker
 from engine.resample import StreamResampler
 
@@ -44,7 +44,7 @@ class BlockFeed:
     """Model-rate samples produced so far (padding of the last block excluded)."""
     return self._reblocker.samples_in
 
-  def drain_resampler(self) -> list[np.ndarray]:
+  def flush_resampler(self) -> list[np.ndarray]:
     """Before a hand-over: the resampler's tail into the blocks (returns those it completes), no padding.
 
     So the samples held in the resampler's filter are not lost when the
@@ -60,14 +60,14 @@ class BlockFeed:
   def restore(self, blocks_done: int, held: np.ndarray) -> None:
     """Continues a stream whose first ``blocks_done`` blocks were run elsewhere; ``held``: its ``held_samples``.
 
-    The resampler starts afresh (see ``drain_resampler``): at the model's rate
+    The resampler starts afresh (see ``flush_resampler``): at the model's rate
     the continuation is exact; resampled, it differs at the seam.
     """
     held = np.asarray(held, np.float32)
     block_size = self._reblocker.block_size
     if held.ndim != 2 or held.shape[1] != self.channels or len(held) >= block_size:
       raise ValueError(f"held samples must be (n < {block_size}, {self.channels}), got {held.shape}")
-    if not np.isfinite(held).all() or np.abs(held).max(initial=0) > MAX_SAMPLE:
+    if count_non_finite(held) or np.abs(held).max(initial=0) > MAX_SAMPLE:
       raise ValueError("held samples must be finite and within the clipping level")
     if self._reblocker.samples_in or self._reblocker.pending:
       raise ValueError("restore needs a fresh feed")
@@ -77,10 +77,10 @@ class BlockFeed:
   def push(self, chunk: np.ndarray) -> list[np.ndarray]:
     """Adds one chunk; returns the (block_size, channels) blocks it completes."""
     chunk = np.asarray(chunk, np.float32)
-    bad = ~np.isfinite(chunk)
-    if bad.any():
-      self.nonfinite_samples += int(bad.sum())
-      chunk = np.where(bad, np.float32(0), chunk)
+    non_finite = count_non_finite(chunk)
+    if non_finite:
+      self.nonfinite_samples += non_finite
+      chunk = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0)  # a copy: the caller's chunk stays as it is
     loud = np.abs(chunk) > MAX_SAMPLE
     if loud.any():
       self.clipped_samples += int(loud.sum())

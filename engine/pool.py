@@ -36,7 +36,8 @@ streams the machine serves in real time.
 
 Bad input policy: a block of the wrong shape or dtype, or with NaN/Inf
 samples, raises ``ValueError`` before anything runs, so no stream's state is
-touched by it.
+touched by it (the pool's part of the NaN/Inf policy; every layer's part:
+README, "Bad input").
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import carfac
+from carfac.finite import count_non_finite
 from engine.frames import max_frames, reduce_to_frames
 
 RAW_OUTPUTS = ("naps", "bm")
@@ -463,7 +465,11 @@ class StreamPool:
     self._free.append(slot)
 
   def _checked_block(self, slot: int, block) -> np.ndarray:
-    """Shape and dtype checks of one block (finiteness is checked per batch)."""
+    """One block, checked (shape, dtype, then finiteness at the pool's dtype) and cast to that dtype.
+
+    Checked after the cast, so that a float64 sample beyond float32's range,
+    which the cast makes Inf, is rejected too.
+    """
     self._require_in_use(slot)
     array = np.asarray(block)
     if array.dtype not in (np.float32, np.float64):
@@ -472,7 +478,10 @@ class StreamPool:
     allowed = [expected] + ([(self.block_size,)] if self.n_ears == 1 else [])
     if array.shape not in allowed:
       raise ValueError(f"slot {slot}: block shape must be {expected}, got {array.shape}")
-    return array.reshape(expected)
+    array = array.reshape(expected).astype(self.dtype, copy=False)
+    if count_non_finite(array):
+      raise ValueError(f"slot {slot}: block has NaN or Inf samples; rejected, state untouched")
+    return array
 
   def _run_shard(self, shard: int, batch: np.ndarray, active: np.ndarray):
     """Steps a shard's packed streams (``len(active)``: a compiled batch size); outputs on the host."""
@@ -502,11 +511,6 @@ class StreamPool:
         actives[shard] = np.zeros(size, np.bool_)
       batches[shard][position] = checked
       actives[shard][position] = True
-    for shard, batch in batches.items():
-      finite = np.isfinite(batch).all(axis=(1, 2))
-      if not finite.all():
-        slot = self._members[shard][int(np.flatnonzero(~finite)[0])]
-        raise ValueError(f"slot {slot}: block has NaN or Inf samples; rejected, state untouched")
     busy = sorted(batches)
     outputs = dict(zip(busy, self._in_parallel(lambda s: self._run_shard(s, batches[s], actives[s]), busy)))
     results = {}

@@ -25,7 +25,7 @@ def create_app(settings: Settings) -> FastAPI:
     try:
       yield
     finally:
-      await asyncio.to_thread(service.stop)
+      await asyncio.to_thread(service.shut_down)
 
   app = FastAPI(title="carfac-server", version=f"protocol {PROTOCOL_VERSION}", lifespan=lifespan)
   app.state.service = service

@@ -2,14 +2,15 @@
 
     accept -> access checks -> admission -> start -> ready
            -> audio ... (frames flow back from a sender task) -> stop
-           -> flush -> end -> close 1000
+           -> finish -> end -> close 1000
 
-A start with ``resume_token`` continues a stream another replica drained.
+A start with ``resume_token`` continues a stream another replica handed over.
 Every failure becomes a JSON ``error`` and its close code (``ProtocolError``);
-anything unexpected is reported as ``internal`` (1011). On server shutdown the
-conversation is cancelled where it waits, the stream is flushed as after a
-stop (with a resume key: handed over, its ``end`` carrying a resume token,
-see ``server.resume``), and the connection closes with 1001.
+anything unexpected is reported as ``internal`` (1011). When the server
+drains, the conversation is cancelled where it waits, the stream is finished
+as after a stop (with a resume key: handed over, its ``end`` carrying a
+resume token, see ``server.resume``), and the connection closes with 1001.
+The words for a stream's ends: ``server``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Connection:
       await self._ws.accept()
       check_access(self._ws.headers, self._ws.query_params, self._settings)
       with self._service.admit(self):
-        await self._converse_and_finish()
+        await self._converse_and_end()
     except ProtocolError as err:
       self._leave_engine()  # the slot is free before the (up to 2 s) farewell
       await self._fail(err)
@@ -63,23 +64,21 @@ class Connection:
 
   def _leave_engine(self) -> None:
     if self._session is not None:
-      self._session.close()
+      self._session.leave_engine()
 
-  def shut_down(self) -> None:
-    """Server shutdown: stop listening to the client, flush, close 1001."""
+  def drain(self) -> None:
+    """The server drains: stop listening to the client, finish or hand over the stream, close 1001."""
     if self._conversation is not None:
       self._conversation.cancel()
 
-  async def _converse_and_finish(self) -> None:
+  async def _converse_and_end(self) -> None:
     self._conversation = asyncio.create_task(self._converse())
     await asyncio.wait([self._conversation])
     if not self._conversation.cancelled():
       self._conversation.result()  # raises what ended it
-      await self._finish("stop", 1000)
+      await self._end("stop", 1000)
     elif self._session is not None:
-      await self._finish(
-        "shutdown", ErrorKind.SHUTTING_DOWN.close_code, hand_over=self._service.hands_over(self._session)
-      )
+      await self._end("shutdown", ErrorKind.SHUTTING_DOWN.close_code, hand_over=self._service.hands_over(self._session))
     else:
       raise ProtocolError(ErrorKind.SHUTTING_DOWN, "the server is shutting down")
 
@@ -128,7 +127,7 @@ class Connection:
     return data
 
   async def _send_frames(self, session: StreamSession) -> None:
-    """The sender task: the outbox, in order, until it is closed and empty."""
+    """The sender task: the outbox, in order, until it has ended and is empty."""
     sent = self._service.metrics.frames_sent
     try:
       while (item := await session.outbox.get()) is not None:
@@ -136,24 +135,25 @@ class Connection:
         await self._ws.send_bytes(encoded)
         sent.labels(KIND_NAMES[message.kind]).inc(len(message.rows))
     except WebSocketDisconnect:
-      # Whatever the conversation waits for (the engine's results during a
-      # flush, room in the input queue) ends now with ``ClientGone``, so the
-      # slot is given back within one step of the disconnect being noticed.
+      # Whatever the conversation waits for (the engine's results of a
+      # finishing stream, room in the input queue) ends now with
+      # ``ClientGone``, so the slot is given back within one step of the
+      # disconnect being noticed.
       self._client_gone = True
       session.abandon()
 
-  async def _finish(self, reason: str, close_code: int, hand_over: bool = False) -> None:
-    """Flushes the stream, sends what is left, then ``end`` and the close.
+  async def _end(self, reason: str, close_code: int, hand_over: bool = False) -> None:
+    """Finishes the stream, sends what is left, then ``end`` and the close.
 
-    ``hand_over`` (shutdown with a resume key): no flush; the rows of the
-    full blocks, then ``end`` with a resume token. The samples of the
-    unfinished block travel in the token instead of being zero-padded, so
-    the stream continues elsewhere as if never stopped, and no row is sent
-    twice.
+    ``hand_over`` (a drain with a resume key): hands the stream over instead
+    of finishing it; the rows of the full blocks, then ``end`` with a resume
+    token. The samples of the unfinished block travel in the token instead
+    of being zero-padded, so the stream continues elsewhere as if never
+    stopped, and no row is sent twice.
     """
     session = self._session
     if hand_over:
-      session.finish_for_hand_over()
+      session.hand_over()
     else:
       session.finish()
     idle = self._settings.idle_timeout_s
@@ -164,7 +164,7 @@ class Connection:
         if hand_over:
           token = await self._service.resume_token(session)
         self._leave_engine()  # the engine's part is over: the slot is free while the client reads
-        session.outbox.close()
+        session.outbox.end()
         if self._sender is not None:
           await self._sender
     except TimeoutError:

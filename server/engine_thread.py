@@ -22,7 +22,7 @@ above what was measured). A refused stream gets ``PoolFullError``.
 Joining and leaving a slot also run on this thread, between steps, so a
 stream that leaves frees its slot within one step. A join that finds its
 pool full while some of the pool's streams are finishing (their last block
-is queued: they are giving their slots back) waits for one of those slots,
+is queued: they will leave) waits for one of those slots,
 at most ``join_wait_s``; otherwise, or after that, it fails. A stream that
 falls more than ``max_lag_s`` behind real time is ended with ``LagError``.
 """
@@ -79,7 +79,7 @@ class EngineStream(ScheduledStream):
     super().__init__()
     self._engine, self.lane, self.slot, self.listener = engine, lane, slot, listener
     self.sai_every, self.blocks_stepped = sai_every, 0  # blocks_stepped: engine thread only
-    self.closed = False
+    self.left = False  # the stream left its slot
 
   def wants_sai_frame(self) -> bool:
     """Whether the next block stepped should return the SAI frame (engine thread)."""
@@ -89,9 +89,9 @@ class EngineStream(ScheduledStream):
     """Queues model-rate blocks; ``final``: these are the stream's last."""
     self._engine.submit(self, blocks, final)
 
-  def close(self) -> None:
+  def leave(self) -> None:
     """Drops queued blocks and gives the slot back (idempotent)."""
-    self._engine.close(self)
+    self._engine.leave(self)
 
 
 @dataclasses.dataclass
@@ -101,7 +101,7 @@ class _JoinRequest:
   hop: int
   listener: StreamListener
   deadline: float  # monotonic: the longest it waits for a finishing stream's slot
-  resume: SlotState | None = None  # a drained stream's state to continue from
+  resume: SlotState | None = None  # a handed-over stream's state to continue from
   sai_every: int = 0  # see EngineStream
   weights: carfac.CarfacWeights | None = None  # the stream's own (a hearing profile), or the pool's
   input_gain: float = 1.0  # the stream's calibrated level
@@ -120,10 +120,10 @@ class Lane:
   waiting: list[_JoinRequest] = dataclasses.field(default_factory=list)  # (engine thread)
 
 
-def _close_if_joined(future: concurrent.futures.Future) -> None:
+def _leave_if_joined(future: concurrent.futures.Future) -> None:
   """For a join whose caller was cancelled: gives back the slot it got anyway."""
   if not future.cancelled() and future.exception() is None:
-    future.result().close()
+    future.result().leave()
 
 
 PICTURES = "+pictures"
@@ -152,7 +152,7 @@ def served_weights(settings: Settings, ears: int) -> carfac.CarfacWeights | None
 
 
 class Engine:
-  """Builds and measures the pools on its thread, then steps them until ``stop``."""
+  """Builds and measures the pools on its thread, then steps them until ``shut_down``."""
 
   def __init__(self, settings: Settings, metrics: Metrics):
     self._settings, self._metrics = settings, metrics
@@ -160,7 +160,7 @@ class Engine:
     self._commands: list[Callable[[], None]] = []
     self._lanes: dict[str, Lane] = {}
     self._built = threading.Event()
-    self._stopping = False
+    self._shutting_down = False
     self._thread: threading.Thread | None = None
     self._loop: asyncio.AbstractEventLoop | None = None
     self.error: BaseException | None = None  # why building failed, if it did
@@ -199,10 +199,10 @@ class Engine:
     self._thread = threading.Thread(target=self._run, name="carfac-engine", daemon=True)
     self._thread.start()
 
-  def stop(self, timeout: float = 5.0) -> None:
-    """Ends the thread after its current step (queued work is dropped)."""
+  def shut_down(self, timeout: float = 5.0) -> None:
+    """Ends the thread after its current step (queued work is dropped): the server's last step, after the drain."""
     with self._cond:
-      self._stopping = True
+      self._shutting_down = True
       self._cond.notify()
     if self._thread is not None:
       self._thread.join(timeout)
@@ -219,7 +219,7 @@ class Engine:
   ) -> EngineStream:
     """Takes a slot in the ``key`` pool; raises ``PoolFullError`` when it has no room (see above).
 
-    ``resume``: start from a drained stream's exported state (``ValueError``
+    ``resume``: start from a handed-over stream's exported state (``ValueError``
     if it does not fit the pool). ``sai_every``: see ``EngineStream``.
     ``weights``, ``input_gain``: the stream's own (``StreamPool.join``).
     """
@@ -231,7 +231,7 @@ class Engine:
     try:
       return await asyncio.wrap_future(request.future)
     except asyncio.CancelledError:
-      request.future.add_done_callback(_close_if_joined)
+      request.future.add_done_callback(_leave_if_joined)
       raise
 
   def _room_for_one_more(self, lane: Lane) -> bool:
@@ -263,7 +263,7 @@ class Engine:
       lane.scheduler.add(stream)
     self._count_slots()
     if not _settle(request.future, result=stream):
-      stream.close()  # the caller gave up meanwhile
+      stream.leave()  # the caller gave up meanwhile
     return True
 
   def _admit_waiting(self) -> None:
@@ -278,7 +278,7 @@ class Engine:
 
   def submit(self, stream: EngineStream, blocks: list[np.ndarray], final: bool) -> None:
     with self._cond:
-      if stream.closed:
+      if stream.left:
         return
       if stream.lane.scheduler.push(stream, blocks, final):
         self._cond.notify()
@@ -296,15 +296,15 @@ class Engine:
     self._command(export)
     return await asyncio.wrap_future(future)
 
-  def close(self, stream: EngineStream) -> None:
+  def leave(self, stream: EngineStream) -> None:
     with self._cond:
-      if stream.closed:
+      if stream.left:
         return
-      stream.closed = True
+      stream.left = True
       stream.lane.scheduler.remove(stream)
-    self._command(lambda: self._leave(stream))
+    self._command(lambda: self._leave_pool(stream))
 
-  def _leave(self, stream: EngineStream) -> None:
+  def _leave_pool(self, stream: EngineStream) -> None:
     stream.lane.pool.leave(stream.slot)
     self._count_slots()
 
@@ -366,7 +366,7 @@ class Engine:
       self._serve()
 
   def _serve(self) -> None:
-    """Runs commands and due steps until ``stop``."""
+    """Runs commands and due steps until ``shut_down``."""
     while (work := self._next_work()) is not None:
       commands, batches = work
       for command in commands:
@@ -376,9 +376,9 @@ class Engine:
         self._step(lane, batch)
 
   def _next_work(self) -> tuple[list[Callable[[], None]], list[tuple[Lane, list]]] | None:
-    """Waits for commands or a due batch (ending overdue streams); None once stopping."""
+    """Waits for commands or a due batch (ending overdue streams); None once shutting down."""
     with self._cond:
-      while not self._stopping:
+      while not self._shutting_down:
         now = time.monotonic()
         commands, self._commands = self._commands, []
         batches, wake_at = [], math.inf
@@ -429,11 +429,11 @@ def _settle(future: concurrent.futures.Future, result=None, exception: Exception
 def _deliver(results: list[tuple[EngineStream, BlockResult]]) -> None:
   """On the loop: hands each result to its stream's listener (unless it left)."""
   for stream, result in results:
-    if not stream.closed:
+    if not stream.left:
       stream.listener.on_result(result)
 
 
 def _deliver_error(streams: list[EngineStream], error: Exception) -> None:
   for stream in streams:
-    if not stream.closed:
+    if not stream.left:
       stream.listener.on_error(error)

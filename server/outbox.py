@@ -24,7 +24,7 @@ class Outbox:
     self._on_drop = on_drop
     self._queue: collections.deque[FrameMessage] = collections.deque()
     self._nonempty = asyncio.Event()
-    self._closed = False
+    self._ended = False
     self._dropped_since_sent = 0
     self.dropped_rows = 0  # rows dropped over the connection's life
 
@@ -39,15 +39,15 @@ class Outbox:
       self._on_drop(oldest)
     self._nonempty.set()
 
-  def close(self) -> None:
-    """No more messages: ``get`` returns None once the queue is empty."""
-    self._closed = True
+  def end(self) -> None:
+    """No more messages: ``get`` returns None once the queue is empty (the stream's ``end`` message follows)."""
+    self._ended = True
     self._nonempty.set()
 
   async def get(self) -> tuple[FrameMessage, bytes] | None:
     """The next message and its encoding (reporting the drops since the last one)."""
     while not self._queue:
-      if self._closed:
+      if self._ended:
         return None
       self._nonempty.clear()
       await self._nonempty.wait()

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from carfac.finite import count_non_finite
 from server.settings import Settings
 
 PROTOCOL_VERSION = 1
@@ -119,12 +120,12 @@ class StartMessage(BaseModel):
 
   type: Literal["start"]
   sample_rate: float
-  channels: int
+  channels: int  # audio channels: the stream's ears (StreamSpec.ears)
   format: str
   hop_ms: float | None = None
   outputs: list[str] = Field(default_factory=lambda: ["frames"], min_length=1)
   sai_interval_ms: float | None = None  # with the sai output: least time between two SAI frames
-  resume_token: str | None = None  # from the end message of a stream the server drained
+  resume_token: str | None = None  # from the end message of a stream a server handed over
   hearing: HearingMessage | None = None  # this stream's hearing profile and input level
 
 
@@ -133,7 +134,7 @@ class StreamSpec:
   """A negotiated stream: what the audio is and what to send back."""
 
   sample_rate: float
-  channels: int
+  ears: int  # the start's ``channels``: audio channels, one per ear of the model
   sample_dtype: np.dtype
   hop: int  # model samples per frame
   outputs: tuple[str, ...]
@@ -146,10 +147,10 @@ class StreamSpec:
     return any(name in PICTURE_OUTPUTS for name in self.outputs)
 
   def identity(self) -> dict[str, Any]:
-    """What a resumed stream must be started with again: the same audio, hop, outputs and hearing."""
+    """What a resumed stream must be started with again, in the start message's names: audio, hop, outputs, hearing."""
     identity = {
       "sample_rate": self.sample_rate,
-      "channels": self.channels,
+      "channels": self.ears,
       "format": next(name for name, dtype in SAMPLE_FORMATS.items() if dtype == self.sample_dtype),
       "hop": self.hop,
       "outputs": list(self.outputs),
@@ -234,17 +235,21 @@ def negotiate(start: StartMessage, settings: Settings) -> StreamSpec:
 
 
 def decode_audio(data: bytes, spec: StreamSpec) -> np.ndarray:
-  """A binary audio message as float32 (n, channels) in [-1, 1] (s16le / 32768)."""
-  frame_bytes = spec.sample_dtype.itemsize * spec.channels
+  """A binary audio message as float32 (n, ears) in [-1, 1] (s16le / 32768).
+
+  ``f32le`` audio with a NaN or Inf sample is rejected (``non_finite``): the
+  wire's part of the NaN/Inf policy (every layer's part: README, "Bad input").
+  """
+  frame_bytes = spec.sample_dtype.itemsize * spec.ears
   if len(data) % frame_bytes:
     raise ProtocolError(
       ErrorKind.INVALID_AUDIO,
-      f"{len(data)} bytes is not a whole number of {spec.channels}-channel {spec.sample_dtype.str} samples",
+      f"{len(data)} bytes is not a whole number of {spec.ears}-channel {spec.sample_dtype.str} samples",
     )
-  samples = np.frombuffer(data, spec.sample_dtype).reshape(-1, spec.channels)
+  samples = np.frombuffer(data, spec.sample_dtype).reshape(-1, spec.ears)
   if spec.sample_dtype.kind == "i":
     return samples.astype(np.float32) / np.float32(32768)
-  if not np.isfinite(samples).all():
+  if count_non_finite(samples):
     raise ProtocolError(ErrorKind.NON_FINITE, "audio has NaN or Inf samples")
   return samples.astype(np.float32)
 
@@ -306,7 +311,7 @@ def ready_message(
     "protocol": PROTOCOL_VERSION,
     "model_rate": model_rate,
     "channels": len(centre_frequencies),
-    "ears": spec.channels,
+    "ears": spec.ears,
     "centre_frequencies_hz": [float(f) for f in centre_frequencies],
     "hop_samples": spec.hop,
     "hop_ms": 1000 * spec.hop / model_rate,
@@ -334,7 +339,7 @@ def end_message(
   messages: int,
   resume_token: str | None = None,
 ) -> dict[str, Any]:
-  """The last message of a stream: what was received and produced (and, drained, how to resume it)."""
+  """The last message of a stream: what was received and produced (and, handed over, how to resume it)."""
   message = {
     "type": "end",
     "reason": reason,

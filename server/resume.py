@@ -1,4 +1,4 @@
-"""Resume tokens: a drained stream's state, signed, so that any replica with the same key continues it.
+"""Resume tokens: a handed-over stream's state, signed, so that any replica with the same key continues it.
 
 When a server drains (SIGTERM) and has a resume key, each stream's ``end``
 message carries ``resume_token``; a client that sends it back in the

@@ -1,8 +1,9 @@
-"""uvicorn, configured from ``Settings``, with streams flushed before it closes them.
+"""uvicorn, configured from ``Settings``, with streams finished before it closes them.
 
 On SIGTERM/SIGINT uvicorn closes every open WebSocket with 1012 before the
 app's lifespan hears of the shutdown. ``DrainingServer`` first lets the app
-drain (each stream is flushed, its frames sent, then closed with 1001).
+drain (each stream is finished or handed over, its frames sent, then closed
+with 1001).
 
 The HTTP and WebSocket protocols are uvicorn's, with a deadline on request
 heads and closes that reach the client (``server.transports``).

@@ -3,8 +3,9 @@
 ``StreamService`` is what the routes talk to. It starts the engine thread
 (which compiles the pools in the background, so the HTTP endpoints answer
 meanwhile), admits connections up to ``max_connections``, opens streams on
-the engine, and on shutdown flushes every connection's stream before the
-server closes them (``drain``).
+the engine, and on shutdown first lets every connection finish or hand over
+its stream before the server closes them (``drain``), then ends the engine
+thread (``shut_down``).
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ logger = logging.getLogger(__name__)
 
 
 class Drainable(Protocol):
-  """A connection, as the service sees it: something to wind down on shutdown."""
+  """A connection, as the service sees it: something to wind down when the server drains."""
 
-  def shut_down(self) -> None: ...
+  def drain(self) -> None: ...
 
 
 class StreamService:
@@ -61,8 +62,9 @@ class StreamService:
     """Starts the engine thread (call on the event loop)."""
     self.engine.start(asyncio.get_running_loop())
 
-  def stop(self) -> None:
-    self.engine.stop()
+  def shut_down(self) -> None:
+    """Ends the engine thread (after ``drain``, when the app stops)."""
+    self.engine.shut_down()
 
   @property
   def ready(self) -> bool:
@@ -89,13 +91,13 @@ class StreamService:
         self._all_closed.set()
 
   async def open_session(self, spec: StreamSpec, resume_token: str | None = None) -> StreamSession:
-    """A stream with a slot in the pool for its ear count; with ``resume_token``, the drained stream it names.
+    """A stream with a slot in the pool for its ear count; with ``resume_token``, the handed-over stream it names.
 
     The hop is rounded to the nearest multiple of the pool's frame granule
     (the pool sums the NAP in groups of that many samples).
     """
     try:
-      key = lane_key(spec.channels, spec.pictures)
+      key = lane_key(spec.ears, spec.pictures)
       pool = self.engine.pool(key)
     except NotReadyError as err:
       raise ProtocolError(ErrorKind.NOT_READY, str(err)) from None
@@ -127,13 +129,13 @@ class StreamService:
 
   @property
   def resumable(self) -> bool:
-    """Whether drained streams get a resume token (a resume key is set)."""
+    """Whether a drain hands streams over with a resume token (a resume key is set)."""
     return self.settings.resume_key is not None
 
   def hands_over(self, session: StreamSession) -> bool:
-    """Whether a shutdown hands ``session`` over with a resume token rather than flushing it.
+    """Whether a drain hands ``session`` over with a resume token rather than finishing it.
 
-    Streams with pictures are flushed: their SAI state (about 1.2 MB a
+    Streams with pictures are finished: their SAI state (about 1.2 MB a
     stream) would not fit in a start message.
     """
     return self.resumable and not session.spec.pictures
@@ -156,7 +158,7 @@ class StreamService:
       raise ProtocolError(ErrorKind.RESUME_TOKEN_EXPIRED, str(err)) from None
     except ResumeTokenError as err:
       raise ProtocolError(ErrorKind.INVALID_RESUME_TOKEN, str(err)) from None
-    if checkpoint.design != self._design(spec.channels):
+    if checkpoint.design != self._design(spec.ears):
       raise ProtocolError(ErrorKind.INVALID_RESUME_TOKEN, "the resume token is for another model design")
     if checkpoint.start != spec.identity():
       raise ProtocolError(
@@ -166,17 +168,17 @@ class StreamService:
     return checkpoint
 
   async def resume_token(self, session: StreamSession) -> str:
-    """A drained stream's signed token (its blocks must all be done, no flush queued)."""
+    """A handed-over stream's signed token (its blocks must all be done, no padded last block queued)."""
     slot = await self.engine.export(session.stream)
     expires_at = time.time() + self.settings.resume_token_ttl_s
-    return seal(session.checkpoint(slot, self._design(session.spec.channels), expires_at), self._key())
+    return seal(session.checkpoint(slot, self._design(session.spec.ears), expires_at), self._key())
 
   async def drain(self) -> None:
-    """Refuses new connections, lets every open one flush and close (bounded)."""
+    """Refuses new connections, lets every open one finish or hand over its stream and close (bounded)."""
     self._draining = True
     logger.info("shutdown: winding down %d connection(s)", len(self._connections))
     for connection in list(self._connections):
-      connection.shut_down()
+      connection.drain()
     try:
       await asyncio.wait_for(self._all_closed.wait(), self.settings.shutdown_timeout_s)
     except TimeoutError:

@@ -5,11 +5,12 @@
           -> EngineStream (queued for the engine thread)
     BlockResult -> frames / raw rows / pictures over real samples only -> Outbox
 
-A stream's tail is flushed by ``finish``: the resampler's tail and a
-zero-padded last block. As in ``engine.runner``, frames whose hop reaches into
-that padding are not sent, raw rows stop at the last real sample, and a
-block's pitchogram row and SAI frame are sent only if the whole block is real
-audio, so every row sent is computed from the client's audio alone.
+A stream's tail is computed by ``finish``: the resampler's tail and a
+zero-padded last block (the words for a stream's ends: ``server``). As in
+``engine.runner``, frames whose hop reaches into that padding are not sent,
+raw rows stop at the last real sample, and a block's pitchogram row and SAI
+frame are sent only if the whole block is real audio, so every row sent is
+computed from the client's audio alone.
 """
 
 from __future__ import annotations
@@ -68,10 +69,10 @@ class StreamSession:
     self._metrics = metrics
     self._block_size = pool.block_size
     self._input_queue = input_queue
-    self.feed = BlockFeed(spec.sample_rate, pool.hypers.fs, spec.channels, pool.block_size)
+    self.feed = BlockFeed(spec.sample_rate, pool.hypers.fs, spec.ears, pool.block_size)
     self.outbox = Outbox(send_queue, on_drop=self._count_drop)
     self.stream: EngineStream | None = None
-    self.samples_received = 0  # per channel, at the client's rate
+    self.samples_received = 0  # per ear, at the client's rate
     self.rows = {name: 0 for name in spec.outputs}  # rows produced (sent or dropped), by kind
     self._sequence = 0
     self._submitted = 0  # blocks handed to the engine
@@ -81,7 +82,7 @@ class StreamSession:
     self._abandoned = False  # the client is gone
 
   def checkpoint(self, slot: SlotState, design: str, expires_at: float) -> Checkpoint:
-    """This stream, drained between blocks, as a ``Checkpoint`` (``slot``: its pool state, exported then)."""
+    """This stream, handed over between blocks, as a ``Checkpoint`` (``slot``: its pool state, exported then)."""
     return Checkpoint(
       design=design,
       start=self.spec.identity(),
@@ -107,13 +108,13 @@ class StreamSession:
   def attach(self, stream: EngineStream) -> None:
     """Binds the engine slot this stream was given."""
     self.stream = stream
-    self._metrics.active_streams.labels(str(self.spec.channels)).inc()
+    self._metrics.active_streams.labels(str(self.spec.ears)).inc()
 
-  def close(self) -> None:
-    """Leaves the engine (idempotent); results still in flight are ignored."""
-    if self.stream is not None and not self.stream.closed:
-      self.stream.close()
-      self._metrics.active_streams.labels(str(self.spec.channels)).dec()
+  def leave_engine(self) -> None:
+    """Gives the engine slot back (idempotent); results still in flight are ignored."""
+    if self.stream is not None and not self.stream.left:
+      self.stream.leave()
+      self._metrics.active_streams.labels(str(self.spec.ears)).dec()
 
   def push(self, data: bytes) -> None:
     """One binary audio message; raises ``ProtocolError`` for bad audio."""
@@ -125,9 +126,9 @@ class StreamSession:
     """No more audio: queues the resampler's tail and the padded last block."""
     self._submit(self.feed.finish(), final=True)
 
-  def finish_for_hand_over(self) -> None:
+  def hand_over(self) -> None:
     """No more audio here, the stream goes on elsewhere: queues the resampler's tail, no padded block."""
-    self._submit(self.feed.drain_resampler(), final=False)
+    self._submit(self.feed.flush_resampler(), final=False)
 
   def _submit(self, blocks: list[np.ndarray], final: bool) -> None:
     self._submitted += len(blocks)

@@ -37,7 +37,7 @@ def test_the_outbox_drops_the_oldest_and_reports_the_rows_once() -> None:
     outbox = Outbox(limit=2, on_drop=dropped.append)
     for sequence, rows in enumerate([1, 2, 3, 4]):
       outbox.put(_message(sequence, rows))
-    outbox.close()
+    outbox.end()
     assert [m.sequence for m in dropped] == [0, 1] and outbox.dropped_rows == 3
     got = []
     while (item := await outbox.get()) is not None:
@@ -153,13 +153,13 @@ def test_a_join_waits_for_a_finishing_streams_slot_but_no_longer_than_join_wait(
     joining = asyncio.create_task(engine.join("1", hop, _Results()))
     await _until(lambda: results.count == 3)
     assert not joining.done()  # waiting for the slot, not refused
-    first.close()
+    first.leave()
     second = await joining
     assert second.slot == first.slot
-    second.submit([block], final=True)  # finishing, but never closed
+    second.submit([block], final=True)  # finishing, but it never leaves
     assert settings.join_wait_s <= await timed_refusal() < TIMEOUT_S
 
   try:
     asyncio.run(scenario())
   finally:
-    engine.stop()
+    engine.shut_down()
