@@ -1,10 +1,10 @@
 """Server load: N clients stream real-time audio for T seconds; prints JSON.
 
 Starts ``python -m server`` (one pool of N streams for ``--channels``-channel
-clients) unless ``--url`` is given, then runs N protocol-v1 clients in this
-process (uvloop), started ``--ramp-s`` apart in all. Each sends ``--chunk-ms``
-chunks of s16le audio at ``--rate`` on a real-time schedule and reads its
-frames as they come. ``--clients capacity``: the server runs at its defaults
+clients) unless ``--url`` is given, then runs N protocol-v1 clients
+(``client.stream``) in this process (uvloop), started ``--ramp-s`` apart in
+all. Each sends ``--chunk-ms`` chunks of s16le audio at ``--rate`` on a
+real-time schedule and reads its frames as they come. ``--clients capacity``: the server runs at its defaults
 (``--capacity auto``, both ear counts) and N is the real-time capacity it
 measured for ``--channels`` (``/v1/info``); once all N stream, one more
 client tries to start, and the report says what it was told (it should be
@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import bisect
 import collections
-import contextlib
 import json
 import math
 import os
@@ -46,26 +45,26 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 import uvloop
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import describe  # noqa: E402
 
-from client.stream import RETRYABLE_ERRORS
-from server.protocol import HEADER, HEADER_FIELDS
-
-_FIRST_INDEX, _COUNT = HEADER_FIELDS.index("first_index"), HEADER_FIELDS.index("count")
+from client.protocol import StreamRequest
+from client.readiness import wait_ready
+from client.stream import Session, resume_token_of, stream, with_retries
 
 
 def _cpu_seconds(pid: int) -> float:
-  """User + system CPU time of process ``pid`` (Linux /proc)."""
-  fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+  """User + system CPU time of process ``pid``."""
+  times = psutil.Process(pid).cpu_times()
+  return times.user + times.system
 
 
 def _free_port() -> int:
@@ -90,22 +89,11 @@ def _start_server(
   return process, f"http://127.0.0.1:{port}"
 
 
-async def _wait_ready(http: str, timeout: float = 120.0) -> None:
-  deadline = time.monotonic() + timeout
-  async with httpx.AsyncClient(trust_env=False) as client:
-    while True:
-      try:
-        if (await client.get(f"{http}/readyz")).status_code == 200:
-          return
-      except httpx.TransportError:
-        pass  # not listening yet
-      if time.monotonic() > deadline:
-        raise RuntimeError("the server did not become ready")
-      await asyncio.sleep(0.1)
+READY_TIMEOUT_S = 120.0  # a server compiling its pools on a busy machine
 
 
-def _audio(rate: float, chunk_samples: int, channels: int, seed: int) -> bytes:
-  """About 1 s of tones and noise per channel as interleaved s16le, a whole number of chunks (looped)."""
+def _audio(rate: float, chunk_samples: int, channels: int, seed: int) -> np.ndarray:
+  """About 1 s of tones and noise, (n, channels) float32, a whole number of chunks (looped)."""
   rng = np.random.default_rng(seed)
   t = np.arange(chunk_samples * math.ceil(rate / chunk_samples)) / rate
   x = np.stack(
@@ -113,7 +101,7 @@ def _audio(rate: float, chunk_samples: int, channels: int, seed: int) -> bytes:
        for _ in range(channels)],
       axis=1,
   )  # fmt: skip
-  return np.round(x * 32767).astype("<i2").tobytes()
+  return x.astype(np.float32)
 
 
 class Client:
@@ -122,18 +110,18 @@ class Client:
   def __init__(self, args: argparse.Namespace, index: int):
     self.args, self.index = args, index
     self.chunk_samples = round(args.rate * args.chunk_ms / 1000)
+    self.audio = _audio(args.rate, self.chunk_samples, args.channels, index)
     self.sent_until: list[int] = []  # client samples sent so far, after each chunk
     self.send_times: list[float] = []  # wall time each of those chunks was sent
     self.latencies: list[tuple[float, float]] = []  # (arrival time, latency)
-    self.stopped_at = math.inf  # when stop was sent: later frames are the flush, not timed
+    self.stopped_at = math.inf  # when the audio ended (stop is sent next): later frames are the flush, not timed
     self.frames = 0
     self.indices: set[int] = set()
     self.repeated = 0  # frames received twice (by index)
     self.dropped = 0
     self.resumed = 0
     self.end: dict | None = None
-    self.error: str | None = None  # the code of an error the server ended the stream with
-    self.close_code: int | None = None
+    self.error: str | None = None  # the code of an error the server ended the stream with (or refused it with)
 
   async def run(self, url: str, start_at: float, stop_at: float) -> None:
     """Streams until ``stop_at``, over as many connections as hand-overs need."""
@@ -147,77 +135,51 @@ class Client:
       position = self.end["samples_received"]
 
   async def _connection(self, url: str, begin: float, stop_at: float, token: str | None, position: int) -> str | None:
-    """One connection from sample ``position`` on (refusals for now retried); the resume token it ends with."""
+    """One stream from sample ``position`` on (refusals for now retried); the resume token it ends with."""
     args = self.args
-    audio = _audio(args.rate, self.chunk_samples, args.channels, self.index)
-    frame_bytes = 2 * args.channels
-    start = {"type": "start", "sample_rate": args.rate, "channels": args.channels, "format": "s16le",
-             "hop_ms": args.hop_ms}  # fmt: skip
-    if token is not None:
-      start["resume_token"] = token
-    for attempt in range(args.retries + 1):
-      async with connect(url, proxy=None, max_size=None, compression=None) as ws:
-        await ws.send(json.dumps(start))
-        ready = json.loads(await ws.recv())
-        if ready["type"] != "ready":
-          self.error = ready["code"]  # refused (e.g. pool_full)
-          if ready["code"] in RETRYABLE_ERRORS and attempt < args.retries:
-            await asyncio.sleep(0.1 * 2**attempt)
-            continue
-          return None
-        self.error = None
-        self.hop_samples = ready["hop_samples"]
-        self.hop_s = ready["hop_samples"] / ready["model_rate"]
-        cut = bisect.bisect_right(self.sent_until, position)  # re-sent audio: its new send times count
-        del self.sent_until[cut:], self.send_times[cut:]
-        reader = asyncio.create_task(self._read(ws))
-        sample = position
-        while (due := begin + sample / args.rate) < stop_at and not reader.done():
-          await asyncio.sleep(max(0.0, due - time.monotonic()))
-          offset = (sample * frame_bytes) % len(audio)
-          chunk = min(self.chunk_samples - sample % self.chunk_samples, (len(audio) - offset) // frame_bytes)
-          self.send_times.append(time.monotonic())
-          self.sent_until.append(sample + chunk)
-          try:
-            await ws.send(audio[offset : offset + chunk * frame_bytes])
-          except ConnectionClosed:
-            break  # ended by the server (overloaded, a drain): the reader has why
-          sample += chunk
-        if not reader.done():
-          self.stopped_at = time.monotonic()
-          with contextlib.suppress(ConnectionClosed):
-            await ws.send(json.dumps({"type": "stop"}))
-        await reader
-        self.close_code = ws.close_code
-        end = self.end or {}
-        return end.get("resume_token") if end.get("reason") == "shutdown" else None
-    return None
+    request = StreamRequest(args.rate, args.channels, "s16le", args.hop_ms, resume_token=token)
 
-  async def _read(self, ws) -> None:
-    with contextlib.suppress(ConnectionClosed):
-      await self._read_until_closed(ws)
+    def attempt() -> Awaitable[Session]:
+      audio = self._chunks(begin, stop_at, position)
+      return stream(url, request, audio, on_ready=self._take_ready, on_frames=self._take_frames, max_size=None)
 
-  async def _read_until_closed(self, ws) -> None:
-    async for message in ws:
-      if isinstance(message, str):
-        text = json.loads(message)
-        if text["type"] == "error":
-          self.error = text["code"]
-        else:
-          self.end = text
-        continue
-      now = time.monotonic()
-      header = HEADER.unpack_from(message)
-      self.dropped += header[-1]
-      first, count = header[_FIRST_INDEX], header[_COUNT]
-      self.frames += count
-      for frame in range(first, first + count):
-        self.repeated += frame in self.indices
-        self.indices.add(frame)
-        if now < self.stopped_at:
-          needed = (frame + 1) * self.hop_s * self.args.rate - 1e-6  # client samples that complete it
-          chunk = min(bisect.bisect_left(self.sent_until, needed), len(self.send_times) - 1)
-          self.latencies.append((now, now - self.send_times[chunk]))
+    session = await with_retries(attempt, args.retries, backoff_s=0.1)
+    self.error = None if session.error is None else session.error["code"]
+    self.end = session.end
+    return resume_token_of(session)
+
+  async def _chunks(self, begin: float, stop_at: float, position: int) -> AsyncIterator[np.ndarray]:
+    """The looped audio from client sample ``position`` on, each chunk when real time reaches it, until ``stop_at``."""
+    cut = bisect.bisect_right(self.sent_until, position)  # re-sent audio: its new send times count
+    del self.sent_until[cut:], self.send_times[cut:]
+    sample, rate, looped = position, self.args.rate, len(self.audio)
+    while (due := begin + sample / rate) < stop_at:
+      await asyncio.sleep(max(0.0, due - time.monotonic()))
+      offset = sample % looped
+      chunk = min(self.chunk_samples - sample % self.chunk_samples, looped - offset)
+      self.send_times.append(time.monotonic())
+      self.sent_until.append(sample + chunk)
+      yield self.audio[offset : offset + chunk]
+      sample += chunk
+    self.stopped_at = time.monotonic()
+
+  def _take_ready(self, ready: dict[str, Any]) -> None:
+    self.hop_samples = ready["hop_samples"]
+    self.hop_s = ready["hop_samples"] / ready["model_rate"]
+
+  def _take_frames(self, header: dict[str, int], rows: np.ndarray) -> None:
+    """Counts a frame message's rows and times each against the chunk that completed its hop."""
+    now = time.monotonic()
+    self.dropped += header["dropped"]
+    first, count = header["first_index"], header["count"]
+    self.frames += count
+    for frame in range(first, first + count):
+      self.repeated += frame in self.indices
+      self.indices.add(frame)
+      if now < self.stopped_at:
+        needed = (frame + 1) * self.hop_s * self.args.rate - 1e-6  # client samples that complete it
+        chunk = min(bisect.bisect_left(self.sent_until, needed), len(self.send_times) - 1)
+        self.latencies.append((now, now - self.send_times[chunk]))
 
 
 async def _step_stats(http: str, channels: int) -> dict[str, float]:
@@ -231,14 +193,17 @@ async def _step_stats(http: str, channels: int) -> dict[str, float]:
   return values
 
 
+async def _no_audio() -> AsyncIterator[np.ndarray]:
+  """An audio source that ends at once: a stream admitted with it is stopped straight away."""
+  for chunk in ():
+    yield chunk
+
+
 async def _one_more(url: str, args: argparse.Namespace, at: float) -> str:
-  """One more client's start, once the others all stream: the type or error code of its answer."""
+  """One more client's start, once the others all stream: the error code it is refused with, or "ready"."""
   await asyncio.sleep(max(0.0, at - time.monotonic()))
-  start = {"type": "start", "sample_rate": args.rate, "channels": args.channels, "format": "s16le"}
-  async with connect(url, proxy=None) as ws:
-    await ws.send(json.dumps(start))
-    answer = json.loads(await ws.recv())
-  return answer.get("code", answer["type"])
+  session = await stream(url, StreamRequest(args.rate, args.channels, "s16le"), _no_audio())
+  return "ready" if session.error is None else session.error["code"]
 
 
 async def _restart(args: argparse.Namespace, at: float) -> float:
@@ -362,15 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     replicas = [_start_server(per_replica, args.channels, args.server_args, resume) for _ in range(args.replicas)]
     processes = [process for process, _ in replicas]
     args.replica_processes = processes
-    for _, replica_http in replicas:
-      uvloop.run(_wait_ready(replica_http))
+    for process, replica_http in replicas:
+      wait_ready(replica_http, READY_TIMEOUT_S, alive=lambda process=process: process.poll() is None)
     args.server_pid, http = processes[-1].pid, replicas[-1][1]  # the last replica: it is never restarted
     args.metrics_http = http
     capacity = sum(uvloop.run(_measured_capacity(h, args.channels)) for _, h in replicas)
     if args.replicas > 1:
       proxy, proxy_http = _start_haproxy([h for _, h in replicas])
       processes.append(proxy)
-      uvloop.run(_wait_ready(proxy_http))
+      wait_ready(proxy_http, READY_TIMEOUT_S, alive=lambda: proxy.poll() is None)
       http = proxy_http
     url = http.replace("http", "ws") + "/v1/stream"
   else:

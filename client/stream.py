@@ -46,13 +46,19 @@ class StreamFailed(Exception):
 
 @dataclasses.dataclass
 class Session:
-  """Everything one stream received: ready, frame headers and rows, other JSON, the close code."""
+  """Everything one stream received: ready, frame headers and rows, other JSON, the close code.
+
+  With ``keep_raw``, also every binary message exactly as it came (``raw``):
+  two runs of the same audio can then be compared byte for byte.
+  """
 
   ready: dict[str, Any] | None = None
   headers: list[dict[str, int]] = dataclasses.field(default_factory=list)
   payloads: list[np.ndarray] = dataclasses.field(default_factory=list)
   texts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   close_code: int | None = None
+  keep_raw: bool = False
+  raw: list[bytes] = dataclasses.field(default_factory=list)  # the binary messages verbatim, with keep_raw
   _decoder: FrameDecoder | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
   @property
@@ -110,6 +116,8 @@ class Session:
     if self._decoder is None:
       self._decoder = FrameDecoder.from_ready(self.ready)
     header, rows = self._decoder.decode(data)
+    if self.keep_raw:
+      self.raw.append(data)
     self.headers.append(header)
     self.payloads.append(rows)
     return header, rows
@@ -151,6 +159,7 @@ async def stream(
   on_ready: OnReady | None = None,
   on_frames: OnFrames | None = None,
   reply_timeout_s: float = REPLY_TIMEOUT_S,
+  keep_raw: bool = False,
   **connect_args: Any,
 ) -> Session:
   """One stream of ``audio`` chunks ((n, channels) float) through protocol v1; returns all that came back.
@@ -159,10 +168,11 @@ async def stream(
   answer is in ``session.error``). A server that closes early (an error, a
   shutdown) ends the sending; what it sent is in the session. ``headers``
   are extra handshake headers (``Authorization: Bearer <token>``);
+  ``keep_raw`` keeps the binary messages verbatim (``Session.raw``);
   ``connect_args`` go to ``websockets.connect`` (no proxy, no compression
   unless given).
   """
-  session = Session()
+  session = Session(keep_raw=keep_raw)
   ready = asyncio.Event()
 
   def take_ready(message: dict[str, Any]) -> None:

@@ -1,11 +1,10 @@
-"""Shared by the reliability tests: a server process to watch, and a client that keeps raw bytes.
+"""Shared by the reliability tests: a server process to watch from the outside, and rude clients.
 
 - ``ServerProcess``: ``python -m server`` configured by ``CARFAC_*`` variables
   on an ephemeral 127.0.0.1 port, with what a test needs to watch it from the
   outside: its listening addresses, open file descriptors and resident memory
-  (Linux ``/proc``), its metrics, and every line it logged.
-- ``record``: one protocol-v1 stream keeping every binary message exactly as
-  received, so two runs of the same audio can be compared byte for byte.
+  (``psutil``), its metrics, and every line it logged. Its streams go through
+  ``server_harness.stream`` (``keep_raw`` to compare two runs byte for byte).
 - ``abort``: drops a client's TCP connection without a WebSocket close (RST);
   ``small_buffer_socket``: a connection for a client that stops reading.
 - ``compile_cache``: a JAX compilation cache shared by the session's server
@@ -14,8 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import json
 import os
 import queue
@@ -30,39 +27,18 @@ import time
 from typing import Any
 
 import httpx
-import numpy as np
+import psutil
 import pytest
-from server_harness import AUTH, TIMEOUT_S
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from server_harness import TIMEOUT_S
+from websockets.asyncio.client import ClientConnection
 
-_LISTEN = "0A"  # TCP state LISTEN in /proc/net/tcp
+from client import readiness
 
 
 def listening_addresses(pid: int) -> list[tuple[str, int]]:
   """(IP, port) of every TCP socket process ``pid`` listens on (IPv4 and IPv6)."""
-  fd_dir = f"/proc/{pid}/fd"
-  inodes = set()
-  for fd in os.listdir(fd_dir):
-    try:
-      target = os.readlink(f"{fd_dir}/{fd}")
-    except FileNotFoundError:
-      continue  # closed meanwhile
-    if target.startswith("socket:["):
-      inodes.add(target[8:-1])
-  addresses = []
-  for table, size in (("tcp", 4), ("tcp6", 16)):
-    with open(f"/proc/{pid}/net/{table}") as rows:
-      for row in list(rows)[1:]:
-        fields = row.split()
-        local, state, inode = fields[1], fields[3], fields[9]
-        if state == _LISTEN and inode in inodes:
-          hex_ip, hex_port = local.split(":")
-          # /proc prints the address as 32-bit words in host (little-endian) order.
-          words = struct.unpack(f"<{size // 4}I", bytes.fromhex(hex_ip))
-          ip = socket.inet_ntop(socket.AF_INET if size == 4 else socket.AF_INET6, struct.pack(f">{size // 4}I", *words))
-          addresses.append((ip, int(hex_port, 16)))
-  return addresses
+  sockets = psutil.Process(pid).net_connections(kind="tcp")
+  return [(s.laddr.ip, s.laddr.port) for s in sockets if s.status == psutil.CONN_LISTEN]
 
 
 def metric(text: str, series: str) -> float:
@@ -81,6 +57,7 @@ class ServerProcess:
       stderr=subprocess.STDOUT,
       text=True,
     )
+    self.watched = psutil.Process(self.process.pid)
     self.lines: queue.Queue[str] = queue.Queue()
     self.log: list[str] = []  # every line so far
     threading.Thread(target=self._read, daemon=True).start()
@@ -127,24 +104,22 @@ class ServerProcess:
     self.http, self.ws = f"http://{ip}:{port}", f"ws://{ip}:{port}/v1/stream"
 
   def wait_ready(self) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    with httpx.Client(trust_env=False, timeout=5) as client:
-      while client.get(f"{self.http}/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "the server did not become ready"
-        time.sleep(0.05)
+    """Waits until ``/readyz`` answers 200; fails with the log if the process exits first."""
+    try:
+      readiness.wait_ready(self.http, TIMEOUT_S, alive=lambda: self.process.poll() is None)
+    except RuntimeError as exited:
+      raise AssertionError("".join(self.log)) from exited
 
   @property
   def pid(self) -> int:
     return self.process.pid
 
   def open_fds(self) -> int:
-    return len(os.listdir(f"/proc/{self.pid}/fd"))
+    return self.watched.num_fds()
 
   def rss_bytes(self) -> int:
-    """Resident memory (VmRSS)."""
-    with open(f"/proc/{self.pid}/status") as status:
-      kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    return kib * 1024
+    """Resident memory (Linux: VmRSS)."""
+    return self.watched.memory_info().rss
 
   def metrics(self) -> str:
     return httpx.get(f"{self.http}/metrics", trust_env=False, timeout=5).text
@@ -161,69 +136,6 @@ class ServerProcess:
       return self.process.wait(timeout)
     finally:
       self.process.kill()
-
-
-@dataclasses.dataclass
-class Recording:
-  """One stream as received: the ready message, every binary message verbatim, the texts, the close code."""
-
-  ready: dict[str, Any] | None = None
-  binary: list[bytes] = dataclasses.field(default_factory=list)
-  texts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-  close_code: int | None = None
-
-
-async def receive_all(ws: ClientConnection, recording: Recording, on_ready: asyncio.Event | None = None) -> Recording:
-  """Reads until the server closes: the ready message (then sets ``on_ready``), binary messages, other texts."""
-  try:
-    async for message in ws:
-      if isinstance(message, bytes):
-        recording.binary.append(message)
-      elif (text := json.loads(message))["type"] == "ready":
-        recording.ready = text
-        if on_ready is not None:
-          on_ready.set()
-      else:
-        recording.texts.append(text)
-  except ConnectionClosed:
-    pass  # an error close: recorded below
-  recording.close_code = ws.close_code
-  return recording
-
-
-async def record(
-  url: str,
-  audio: np.ndarray,
-  rate: float,
-  *,
-  chunk_frames: int = 960,
-  pause_s: float = 0.0,
-  before_stop: asyncio.Event | None = None,
-  under_way: asyncio.Event | None = None,
-  start: dict[str, Any] | None = None,
-) -> Recording:
-  """Streams f32le ``audio`` (n, channels) in chunks, ``pause_s`` apart; stops once ``before_stop`` is set.
-
-  The frames depend only on the audio, not on when it was sent, so two runs
-  of the same call give the same bytes however busy the server was.
-  ``under_way`` is set once the ready message came (the stream holds a slot).
-  """
-  message = {"type": "start", "sample_rate": rate, "channels": audio.shape[1], "format": "f32le", **(start or {})}
-  recording = Recording()
-  async with asyncio.timeout(TIMEOUT_S), connect(url, additional_headers=AUTH, proxy=None) as ws:
-    await ws.send(json.dumps(message))
-    reader = asyncio.create_task(receive_all(ws, recording, under_way))
-    try:
-      for first in range(0, len(audio), chunk_frames):
-        await ws.send(audio[first : first + chunk_frames].astype("<f4").tobytes())
-        await asyncio.sleep(pause_s)
-      if before_stop is not None:
-        await before_stop.wait()
-      await ws.send(json.dumps({"type": "stop"}))
-    except ConnectionClosed:
-      pass  # closed early by the server: the reader has its error or end
-    await reader
-  return recording
 
 
 def small_buffer_socket(http: str, receive_buffer: int = 8192) -> socket.socket:

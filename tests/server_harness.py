@@ -1,10 +1,11 @@
 """Shared by the server tests: real servers on loopback, a protocol-v1 client, offline references.
 
 - ``InProcessServer``: uvicorn (``DrainingServer``) on an ephemeral 127.0.0.1
-  port, in a thread of the test process; ``wait_ready`` polls ``/readyz``.
+  port, in a thread of the test process, once ``/readyz`` says so.
 - ``stream``: one session of the project's protocol client (``client.stream``:
   start, audio in chunks at random boundaries, stop), collecting every
-  message until the server closes; ``exchange`` sends arbitrary messages.
+  message until the server closes (and, asked to, keeping the binary ones
+  verbatim); ``exchange`` sends arbitrary messages.
 - ``reference``: the offline answer for the same audio: the whole audio
   resampled in one shot (``StreamResampler`` + flush), one ``run_segment``
   of a float32 design, the mean NAP per complete hop.
@@ -18,9 +19,8 @@ import functools
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 
-import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 import carfac
 from client.protocol import SAMPLE_FORMATS, StreamRequest, encode_audio
+from client.readiness import wait_ready
 from client.stream import Session, collect
 from client.stream import stream as client_stream
 from engine.resample import StreamResampler
@@ -57,7 +58,7 @@ class InProcessServer:
     port = self.server.servers[0].sockets[0].getsockname()[1]
     self.http = f"http://127.0.0.1:{port}"
     self.ws = f"ws://127.0.0.1:{port}/v1/stream"
-    wait_ready(self.http)
+    wait_ready(self.http, TIMEOUT_S, alive=self._thread.is_alive)
     return self
 
   def stop(self) -> None:
@@ -70,14 +71,6 @@ def free_port() -> int:
   with socket.socket() as sock:
     sock.bind(("127.0.0.1", 0))
     return sock.getsockname()[1]
-
-
-def wait_ready(http: str, timeout: float = TIMEOUT_S) -> None:
-  deadline = time.monotonic() + timeout
-  with httpx.Client(trust_env=False, timeout=5) as client:
-    while client.get(f"{http}/readyz").status_code != 200:
-      assert time.monotonic() < deadline, "the server did not become ready"
-      time.sleep(0.05)
 
 
 def as_received(audio: np.ndarray, fmt: str) -> np.ndarray:
@@ -100,12 +93,15 @@ def make_audio(seconds: float, rate: float, channels: int, seed: int) -> np.ndar
   return np.stack(columns, axis=1).astype(np.float32)
 
 
-def chunks(audio: np.ndarray, seed: int) -> list[np.ndarray]:
-  """``audio`` split at random frame boundaries (1 to 2000 frames a chunk)."""
+MAX_CHUNK_FRAMES = 1999  # frames in the longest random chunk
+
+
+def chunks(audio: np.ndarray, seed: int, max_frames: int = MAX_CHUNK_FRAMES) -> list[np.ndarray]:
+  """``audio`` split at random frame boundaries (1 to ``max_frames`` frames a chunk)."""
   rng = np.random.default_rng(seed)
   out, start = [], 0
   while start < len(audio):
-    size = int(rng.integers(1, 2000))
+    size = int(rng.integers(1, max_frames + 1))
     out.append(audio[start : start + size])
     start += size
   return out
@@ -143,11 +139,15 @@ async def stream(
   pause_s: float = 0.0,
   pacing: Pacing | None = None,
   seed: int = 0,
+  max_chunk_frames: int = MAX_CHUNK_FRAMES,
   headers: dict[str, str] | None = None,
+  keep_raw: bool = False,
   **connect_args,
 ) -> Session:
   """Streams ``audio`` (n, channels) in random chunks ``pause_s`` apart (or as ``pacing`` says); returns all
-  that came back."""
+  that came back. The chunks depend on ``seed`` only, so two calls send the same messages; with
+  ``keep_raw`` the session keeps the binary messages it received verbatim, to compare two calls byte
+  for byte."""
   request = StreamRequest(
     rate,
     audio.shape[1],
@@ -159,22 +159,29 @@ async def stream(
   )
   async with asyncio.timeout(TIMEOUT_S):
     pacing = pacing or Pacing(pause_s)
-    audio_chunks = _paced(chunks(audio, seed), pacing)
+    audio_chunks = _paced(chunks(audio, seed, max_chunk_frames), pacing)
     return await client_stream(
       url,
       request,
       audio_chunks,
       headers=AUTH if headers is None else headers,
       on_frames=lambda header, rows: pacing.under_way.set(),
+      keep_raw=keep_raw,
       **connect_args,
     )
 
 
 async def exchange(
-  url: str, messages: list[str | bytes], headers: dict[str, str] | None = None, **connect_args
+  url: str,
+  messages: Iterable[str | bytes],
+  headers: dict[str, str] | None = None,
+  *,
+  keep_raw: bool = False,
+  **connect_args,
 ) -> Session:
-  """Sends ``messages`` and reads until the server closes; returns what came back."""
-  session = Session()
+  """Sends ``messages`` (raw: any text or bytes, valid or not) and reads until the server closes; returns what
+  came back (with ``keep_raw``, the binary messages verbatim too). Sending stops when the server closes."""
+  session = Session(keep_raw=keep_raw)
   async with asyncio.timeout(TIMEOUT_S):
     async with connect(url, additional_headers=AUTH if headers is None else headers, proxy=None, **connect_args) as ws:
       reader = asyncio.create_task(collect(ws, session))

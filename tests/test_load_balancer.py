@@ -35,6 +35,7 @@ from server_harness import TIMEOUT_S, TOLERANCE, free_port, make_audio, max_erro
 from websockets.asyncio.client import connect
 
 from client.protocol import StreamRequest
+from client.readiness import wait_ready
 from server.settings import Settings
 
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg"
@@ -71,15 +72,10 @@ def load_balancer(replicas: list[ServerProcess]) -> Iterator[str]:
     [HAPROXY, "-db", "-f", str(CONFIG)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
   )
   try:
-    deadline = time.monotonic() + TIMEOUT_S
-    with httpx.Client(trust_env=False, timeout=5) as http:
-      while True:
-        assert proxy.poll() is None, proxy.stdout.read()
-        with contextlib.suppress(httpx.TransportError):
-          if http.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-            break
-        assert time.monotonic() < deadline, "HAProxy did not serve /readyz"
-        time.sleep(0.05)
+    try:
+      wait_ready(f"http://127.0.0.1:{port}", TIMEOUT_S, alive=lambda: proxy.poll() is None)
+    except RuntimeError as exited:
+      raise AssertionError(proxy.stdout.read()) from exited
     yield f"ws://127.0.0.1:{port}/v1/stream"
   finally:
     proxy.terminate()

@@ -13,15 +13,23 @@ import asyncio
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
-import numpy as np
 import pytest
 from protocol_fuzz import Case, Outcome, Served, cases, expected, frames_are_finite
-from reliability_harness import Recording, ServerProcess, receive_all, record
-from server_harness import TIMEOUT_S, TOKEN, TOLERANCE, make_audio, max_error, reference
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from reliability_harness import ServerProcess
+from server_harness import (
+  TIMEOUT_S,
+  TOKEN,
+  TOLERANCE,
+  Pacing,
+  Session,
+  exchange,
+  make_audio,
+  max_error,
+  reference,
+  stream,
+)
 
 from server.settings import Settings
 
@@ -37,6 +45,7 @@ SERVED = Served(
   allowed_origin="http://allowed.example",
 )
 HONEST_RATE = 48000.0
+HONEST_CHUNK_FRAMES = SERVED.max_message_bytes // 4  # mono f32le: each chunk within the message limit
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +72,7 @@ class Verdict:
 
   case: Case
   want: Outcome
-  got: Recording
+  got: Session
   sent: int  # messages the server could still take
 
   @property
@@ -76,24 +85,23 @@ class Verdict:
     if self.got.close_code != self.want.close:
       return False
     if self.want.clean:
-      return error is None and len(ends) == 1 and frames_are_finite(self.got.binary, self.got.ready)
+      return error is None and len(ends) == 1 and frames_are_finite(self.got.raw, self.got.ready)
     return not ends and (error["code"] if error else None) == self.want.code
 
 
 async def converse(url: str, case: Case) -> Verdict:
   """Sends ``case``'s messages while reading everything the server sends, until it closes."""
-  recording, sent = Recording(), 0
-  async with asyncio.timeout(TIMEOUT_S):
-    async with connect(url + case.query, additional_headers=case.headers, proxy=None) as ws:
-      reader = asyncio.create_task(receive_all(ws, recording))
-      try:
-        for message in case.messages:
-          await ws.send(message)
-          sent += 1
-      except ConnectionClosed:
-        pass  # closed by the server after a defect: the reader has its answer
-      await reader
-  return Verdict(case, expected(case, SERVED), recording, sent)
+  sent = 0
+
+  def counted() -> Iterator[str | bytes]:
+    """``case.messages``; the next one is asked for once the last was sent, so ``sent`` counts those sent."""
+    nonlocal sent
+    for message in case.messages:
+      yield message
+      sent += 1
+
+  session = await exchange(url + case.query, counted(), case.headers, keep_raw=True)
+  return Verdict(case, expected(case, SERVED), session, sent)
 
 
 async def fuzz(url: str, drawn: list[Case]) -> list[Verdict]:
@@ -111,21 +119,23 @@ def test_hostile_messages_get_their_documented_answers_and_spare_an_honest_strea
   drawn = cases(SEED, SERVED, MESSAGES)
   audio = make_audio(3.0, HONEST_RATE, 1, seed=7)
 
-  def honest(**events: asyncio.Event):
-    return record(fuzz_server.ws, audio, HONEST_RATE, pause_s=0.01, **events)
+  def honest(pacing: Pacing) -> Awaitable[Session]:
+    return stream(
+      fuzz_server.ws, audio, HONEST_RATE, pacing=pacing, max_chunk_frames=HONEST_CHUNK_FRAMES, keep_raw=True
+    )
 
-  quiet = asyncio.run(honest())
+  quiet = asyncio.run(honest(Pacing(0.01)))
 
-  async def under_fuzz() -> tuple[Recording, list[Verdict]]:
-    fuzz_done, under_way = asyncio.Event(), asyncio.Event()
-    stream = asyncio.create_task(honest(before_stop=fuzz_done, under_way=under_way))
+  async def under_fuzz() -> tuple[Session, list[Verdict]]:
+    pacing = Pacing(0.01, before_stop=asyncio.Event())
+    loud = asyncio.create_task(honest(pacing))
     async with asyncio.timeout(TIMEOUT_S):
-      await under_way.wait()
+      await pacing.under_way.wait()
     try:
       verdicts = await fuzz(fuzz_server.ws, drawn)
     finally:
-      fuzz_done.set()
-    return await stream, verdicts
+      pacing.before_stop.set()
+    return await loud, verdicts
 
   loud, verdicts = asyncio.run(under_fuzz())
   mismatches = [v for v in verdicts if not v.matches]
@@ -137,21 +147,13 @@ def test_hostile_messages_get_their_documented_answers_and_spare_an_honest_strea
     "crashes": int(crashed),
     "faults_logged": len(fuzz_server.faults()),
     "mismatches": len(mismatches),
-    "honest_messages": len(quiet.binary),
-    "honest_identical": loud.binary == quiet.binary and loud.texts == quiet.texts,
+    "honest_messages": len(quiet.raw),
+    "honest_identical": loud.raw == quiet.raw and loud.texts == quiet.texts,
   }
   print(json.dumps(summary), file=sys.stderr)
   assert summary["messages_generated"] >= MESSAGES and not crashed and not fuzz_server.faults()
   assert not mismatches, [(v.case.kind, v.want, v.got.close_code, v.error, v.case.messages[:3]) for v in mismatches[:5]]
   assert quiet.close_code == loud.close_code == 1000 and quiet.texts[-1]["type"] == "end"
-  assert loud.binary == quiet.binary and loud.texts == quiet.texts  # bit-identical under fuzzing
-  frames = _frames(quiet)
+  assert loud.raw == quiet.raw and loud.texts == quiet.texts  # bit-identical under fuzzing
   expected_frames = reference(audio, HONEST_RATE, Settings(), quiet.ready["hop_samples"])["frames"]
-  assert max_error(frames, expected_frames) <= TOLERANCE  # and right
-
-
-def _frames(recording: Recording) -> np.ndarray:
-  """The frame rows of a recording, (n, channels, ears)."""
-  header = recording.ready["header"]["bytes"]
-  shape = (-1, recording.ready["channels"], recording.ready["ears"])
-  return np.concatenate([np.frombuffer(m, "<f4", offset=header).reshape(shape) for m in recording.binary])
+  assert max_error(quiet.rows("frames"), expected_frames) <= TOLERANCE  # and right

@@ -26,12 +26,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from reliability_harness import Recording, ServerProcess, abort, metric, receive_all, record, small_buffer_socket
-from server_harness import TIMEOUT_S, make_audio
+from reliability_harness import ServerProcess, abort, metric, small_buffer_socket
+from server_harness import TIMEOUT_S, Pacing, make_audio, stream
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from server.protocol import HEADER, HEADER_FIELDS
+from client.stream import Session, collect
+from server.protocol import HEADER
 from server.transports import LINGER_S
 
 CAPACITY = 16
@@ -179,20 +180,20 @@ def test_vanishing_clients_leave_no_slot_descriptor_or_memory_behind(server) -> 
   assert not server.faults()
 
 
-async def slow_reader(server: ServerProcess, audio: np.ndarray, joined: list, resume: asyncio.Event) -> Recording:
+async def slow_reader(server: ServerProcess, audio: np.ndarray, joined: list, resume: asyncio.Event) -> Session:
   """Streams ``audio`` asking for per-sample NAP, stops, and reads nothing until ``resume`` is set.
 
   Appends to ``joined`` once it holds a slot (its ready came)."""
   sock = small_buffer_socket(server.http)
   async with connect(server.ws, sock=sock, proxy=None, max_queue=1) as ws:
     await ws.send(_start(MODEL_RATE, ["naps"]))
-    recording = Recording(ready=json.loads(await ws.recv()))
-    joined.append(recording)
+    session = Session(ready=json.loads(await ws.recv()))
+    joined.append(session)
     for chunk in np.array_split(audio, 40):
       await ws.send(chunk.astype("<f4").tobytes())
     await ws.send(STOP)
     await resume.wait()
-    return await receive_all(ws, recording)
+    return await collect(ws, session)
 
 
 async def sample_memory_until(server: ServerProcess, condition, samples: list[int]) -> None:
@@ -208,19 +209,19 @@ async def sample_memory_until(server: ServerProcess, condition, samples: list[in
 def test_slow_readers_lose_the_oldest_messages_within_bounded_memory(server) -> None:
   audio = make_audio(4.0, MODEL_RATE, 1, seed=11)
   honest_audio = make_audio(2.0, 48000.0, 1, seed=12)
-  quiet = asyncio.run(record(server.ws, honest_audio, 48000.0, pause_s=0.005))
+  quiet = asyncio.run(stream(server.ws, honest_audio, 48000.0, pause_s=0.005, keep_raw=True))
   settle(server)
   rss_before, rss_samples = server.rss_bytes(), []
 
-  async def slow_and_honest() -> tuple[list[Recording], Recording]:
-    resume, joined, honest_ready = asyncio.Event(), [], asyncio.Event()
+  async def slow_and_honest() -> tuple[list[Session], Session]:
+    resume, joined = asyncio.Event(), []
     readers = [asyncio.create_task(slow_reader(server, audio, joined, resume)) for _ in range(SLOW_READERS)]
-    honest = asyncio.create_task(
-      record(server.ws, honest_audio, 48000.0, pause_s=0.005, under_way=honest_ready, before_stop=resume)
-    )
+    pacing = Pacing(0.005, before_stop=resume)
+    honest = asyncio.create_task(stream(server.ws, honest_audio, 48000.0, pacing=pacing, keep_raw=True))
     # Every stream holds a slot; a slow reader's slot is given back once the engine has made all its
     # rows, whether or not they were read: then only the honest stream's is left.
-    await sample_memory_until(server, lambda text: len(joined) == SLOW_READERS and honest_ready.is_set(), rss_samples)
+    all_hold_slots = lambda text: len(joined) == SLOW_READERS and pacing.under_way.is_set()
+    await sample_memory_until(server, all_hold_slots, rss_samples)
     await sample_memory_until(server, lambda text: metric(text, 'carfac_pool_slots_in_use{ears="1"}') == 1, rss_samples)
     resume.set()
     return await asyncio.gather(*readers), await honest
@@ -238,20 +239,19 @@ def test_slow_readers_lose_the_oldest_messages_within_bounded_memory(server) -> 
   }
   print(json.dumps(figures), file=sys.stderr)
   assert max(rss_samples) - rss_before <= bound + RSS_TOLERANCE < produced / 2
-  for recording in slow:
-    end = recording.texts[-1]
-    assert recording.close_code == 1000 and end["type"] == "end" and end["dropped_rows"] > 0
-    _check_drops_are_counted(recording, end)
-  assert loud.close_code == 1000 and loud.binary == quiet.binary and loud.texts == quiet.texts
+  for session in slow:
+    end = session.texts[-1]
+    assert session.close_code == 1000 and end["type"] == "end" and end["dropped_rows"] > 0
+    _check_drops_are_counted(session, end)
+  assert loud.close_code == 1000 and loud.raw == quiet.raw and loud.texts == quiet.texts
 
 
-def _check_drops_are_counted(recording: Recording, end: dict) -> None:
+def _check_drops_are_counted(session: Session, end: dict) -> None:
   """Each missing message (one block of per-sample NAP each) is counted in the next one's ``dropped``."""
-  block = recording.ready["block_samples"]
-  headers = [dict(zip(HEADER_FIELDS, HEADER.unpack_from(m))) for m in recording.binary]
+  block = session.ready["block_samples"]
   previous = -1
-  for header in headers:
+  for header in session.headers:
     assert header["first_index"] == header["sequence"] * block  # each message is one block's rows
     assert header["dropped"] == (header["sequence"] - previous - 1) * block
     previous = header["sequence"]
-  assert previous == end["messages"] - 1 and sum(h["dropped"] for h in headers) == end["dropped_rows"]
+  assert previous == end["messages"] - 1 and sum(h["dropped"] for h in session.headers) == end["dropped_rows"]
