@@ -24,20 +24,23 @@ from server.settings import Settings
 
 PROTOCOL_VERSION = 1
 
-# Message kinds of binary frame messages: what their rows are. frames: mean NAP per hop; naps, bm: per
-# sample; pitchogram: per block, the lag profile and the two vowel coordinates; sai: whole SAI frames, one
-# every sai_every blocks (row i is block (i + 1) * sai_every - 1's).
-OUTPUT_KINDS = {"frames": 1, "naps": 2, "bm": 3, "pitchogram": 4, "sai": 5}
-KIND_NAMES = {kind: name for name, kind in OUTPUT_KINDS.items()}
-PICTURE_OUTPUTS = ("pitchogram", "sai")  # mono, from the engine's pool with pictures (--pitchogram)
-# What a payload's dimensions are, per kind: the header's channels and ears fields are the 2nd and 3rd.
-LAYOUTS = {
-  "frames": ["count", "channels", "ears"],
-  "naps": ["count", "channels", "ears"],
-  "bm": ["count", "channels", "ears"],
-  "pitchogram": ["count", "lags + 2", "1"],
-  "sai": ["count", "channels", "lags"],
+# The outputs a client may ask for, once: each name's kind code in binary frame messages and what a
+# payload's dimensions are (the header's channels and ears fields are the 2nd and 3rd). frames: mean NAP per
+# hop; naps, bm: per sample, the engine's RAW_OUTPUTS, offered with --raw-outputs; pitchogram:
+# per block, the lag profile and the two vowel coordinates; sai: whole SAI frames, one every sai_every blocks
+# (row i is block (i + 1) * sai_every - 1's). The pictures are mono, from the engine's pool with pictures
+# (--pitchogram). The codes are protocol v1's: fixed, whatever the engine offers.
+PICTURE_OUTPUTS = ("pitchogram", "sai")
+_OUTPUT_TABLE = {  # name: (kind code, layout)
+  "frames": (1, ["count", "channels", "ears"]),
+  "naps": (2, ["count", "channels", "ears"]),
+  "bm": (3, ["count", "channels", "ears"]),
+  "pitchogram": (4, ["count", "lags + 2", "1"]),
+  "sai": (5, ["count", "channels", "lags"]),
 }
+OUTPUT_KINDS = {name: kind for name, (kind, _) in _OUTPUT_TABLE.items()}
+KIND_NAMES = {kind: name for name, kind in OUTPUT_KINDS.items()}
+LAYOUTS = {name: layout for name, (_, layout) in _OUTPUT_TABLE.items()}
 SAI_INTERVAL_MS = (20.0, 10000.0)  # the range a client may ask for; default below
 DEFAULT_SAI_INTERVAL_MS = 100.0
 SAMPLE_FORMATS = {"f32le": np.dtype("<f4"), "s16le": np.dtype("<i2")}

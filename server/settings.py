@@ -16,8 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carfac.ihc import IHC_STYLE_NAMES
 from engine.frames import samples_for_ms
+from engine.pool import RAW_OUTPUTS
 
 IhcStyle = Literal[IHC_STYLE_NAMES]  # the model's one list
+RawOutput = Literal[RAW_OUTPUTS]  # the engine's one list
 
 
 class Settings(BaseSettings):
@@ -60,7 +62,7 @@ class Settings(BaseSettings):
   block_size: int = Field(256, ge=1, description="model samples per engine step (a multiple of 64 is fastest)")
   hop_ms: float = Field(10.0, gt=0, description="default frame hop, ms")
   min_hop_ms: float = Field(2.0, gt=0, description="smallest frame hop a client may ask for, ms")
-  raw_outputs: list[Literal["naps", "bm"]] = Field(
+  raw_outputs: list[RawOutput] = Field(
     [], description="per-sample outputs clients may ask for (each costs engine time for every stream)"
   )
   pitchogram: bool = Field(
@@ -105,7 +107,7 @@ class Settings(BaseSettings):
     description="longest a start waits, when its pool is full, for a slot that a finishing stream is giving back "
     "(then pool_full)",
   )
-  shutdown_timeout_s: float = Field(5.0, gt=0, description="longest wait for streams to flush on shutdown")
+  shutdown_timeout_s: float = Field(5.0, gt=0, description="longest wait for streams to finish on shutdown")
   resume_key: SecretStr | None = Field(
     None,
     description="key shared by the replicas that signs resume tokens (HMAC-SHA256): on shutdown each stream's "

@@ -9,12 +9,21 @@ import numpy as np
 import pytest
 from server_harness import TIMEOUT_S
 
-from engine.pool import BlockResult, PoolFullError
+from engine.pool import RAW_OUTPUTS, BlockResult, PoolFullError
 from server.access import check_access
 from server.engine_thread import Engine
 from server.metrics import Metrics
 from server.outbox import Outbox
-from server.protocol import HEADER, FrameMessage, ProtocolError, StreamSpec, decode_audio
+from server.protocol import (
+  HEADER,
+  LAYOUTS,
+  OUTPUT_KINDS,
+  FrameMessage,
+  ProtocolError,
+  StreamSpec,
+  decode_audio,
+  offered_outputs,
+)
 from server.settings import Settings
 
 
@@ -99,6 +108,14 @@ def test_token_and_origin(headers: dict, query: dict, refusal: str | None) -> No
 
 def test_any_origin_with_a_star_and_no_token_needed() -> None:
   check_access({"origin": "http://anywhere.example"}, {}, Settings(allowed_origins=["*"]))
+
+
+def test_every_output_the_engine_offers_has_one_wire_kind_and_layout() -> None:
+  assert set(RAW_OUTPUTS) <= set(OUTPUT_KINDS) and set(LAYOUTS) == set(OUTPUT_KINDS)
+  assert len(set(OUTPUT_KINDS.values())) == len(OUTPUT_KINDS)  # one code per name
+  assert offered_outputs(Settings(raw_outputs=list(RAW_OUTPUTS), pitchogram=False)) == ["frames", *RAW_OUTPUTS]
+  with pytest.raises(ValueError, match="raw_outputs.0\n  Input should be 'naps' or 'bm'"):
+    Settings(raw_outputs=["seg_ohc"])
 
 
 def test_settings_from_environment_and_command_line(monkeypatch) -> None:
