@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from jax_events import compilations
+from jax_events import churn_compiles_nothing
 
 import carfac
 from engine import StreamPool, max_frames, reduce_to_frames
@@ -75,22 +75,15 @@ def test_pool_streams_joining_and_leaving_equal_separate_offline_runs(shards: in
 
 
 def test_pool_compiles_nothing_after_start_up() -> None:
-  compiles = compilations()
-  pool = StreamPool(carfac.CarfacDesignParameters(), capacity=3, block_size=64, hop=50, raw_outputs=("bm",))
-  before = len(compiles)
-  assert before >= 2, "the listener saw no start-up compilation; the check would be vacuous"
-  rng, buckets_run = np.random.default_rng(1), set()
-  for t in range(40):
-    if t % 7 == 0 and pool.active_streams < 3:
-      pool.join()
-    active = pool.slots_in_use
-    buckets_run.add(pool.bucket_for(pool.shard_streams[0]))
-    results = pool.step({s: rng.standard_normal(64).astype(np.float32) * 0.01 for s in active})
-    assert all(r.raw["bm"].shape == (64, 71, 1) for r in results.values())
-    if t % 11 == 10:
-      pool.leave(active[0])  # the first: the last stream moves into its place
-  assert buckets_run == set(pool.buckets) == {1, 2, 3}  # joins, leaves (moves) and every batch size
-  assert len(compiles) == before, compiles[before:]
+  pool = churn_compiles_nothing(
+    lambda: StreamPool(carfac.CarfacDesignParameters(), capacity=3, block_size=64, hop=50, raw_outputs=("bm",)),
+    steps=40,
+    join_every=7,
+    leave_every=11,
+    step=lambda pool, active, rng: pool.step({s: rng.standard_normal(64).astype(np.float32) * 0.01 for s in active}),
+    check=lambda result: result.raw["bm"].shape == (64, 71, 1),
+  )
+  assert pool.buckets == (1, 2, 3)
 
 
 def _slot_state(pool: StreamPool, slot: int) -> list[np.ndarray]:
