@@ -247,7 +247,9 @@ class Engine:
       return True
     try:
       if not self._room_for_one_more(lane):
-        raise PoolFullError(f"the {lane.label}-ear pool is at its real-time capacity")
+        if self._settings.capacity == "auto":
+          raise PoolFullError(f"the {lane.label}-ear pool is at its real-time capacity")
+        raise PoolFullError(f"the {lane.label}-ear pool has its --capacity of {self._settings.capacity} streams")
       slot = lane.pool.join(request.hop, request.resume, request.weights, request.input_gain)
     except PoolFullError as err:
       with self._cond:

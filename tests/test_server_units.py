@@ -156,7 +156,7 @@ def test_a_join_waits_for_a_finishing_streams_slot_but_no_longer_than_join_wait(
 
   async def timed_refusal() -> float:
     started = time.monotonic()
-    with pytest.raises(PoolFullError, match="the 1-ear pool is at its real-time capacity"):
+    with pytest.raises(PoolFullError, match="the 1-ear pool has its --capacity of 1 streams"):
       await engine.join("1", engine.pool("1").hop, _Results())
     return time.monotonic() - started
 
