@@ -1,7 +1,7 @@
 """Re-blocking: audio chunks of any length in, fixed-size model blocks out.
 
 The engine's compiled step takes exactly ``block_size`` samples per stream;
-sources deliver whatever length they like (a WebSocket message, a soxr output
+sources deliver whatever length they like (a WebSocket message, a resampler output
 chunk, a sound-card callback). ``Reblocker`` keeps the remainder between
 calls, and ``flush`` zero-pads the final partial block so a stream's tail is
 processed too.

@@ -1,7 +1,7 @@
 """One client's stream: audio messages in, frame messages out (on the event loop).
 
     bytes -> decode_audio (format, whole samples, NaN/Inf rejected)
-          -> BlockFeed (soxr to the model rate, re-blocking)
+          -> BlockFeed (resampled to the model rate, re-blocked)
           -> EngineStream (queued for the engine thread)
     BlockResult -> frames / raw rows / pictures over real samples only -> Outbox
 
