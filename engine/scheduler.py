@@ -7,11 +7,14 @@ blocks and decides when the pool steps:
 - as soon as every stream that is still sending has a block queued (so a
   lone client that sends faster than real time is served as fast as the
   engine can go), or as soon as a stream has fallen more than a block
-  behind real time (so a stream delayed by a hiccup catches up, rather
-  than staying behind for good at one block per interval); otherwise no
-  sooner than ``interval`` after the previous step began (by default one
-  block's duration: real-time streams then share one step per block, and a
-  queued block waits at most that long);
+  behind real time, or has a backlog: more than ``interval`` plus one
+  block of audio queued (so a stream delayed by a hiccup, or one whose
+  client sent what it had recorded while it waited for ``ready``, catches
+  up at the engine's speed, rather than staying behind for good at one
+  block per interval); otherwise no sooner than ``interval`` after the
+  previous step began (by default one block's duration: real-time streams
+  then share one step per block, and a queued block waits at most that
+  long);
 - each step takes at most one block per stream.
 
 Lag policy: a stream's lateness is the wall time since its queue last ran
@@ -73,6 +76,8 @@ class Scheduler:
   def __init__(self, block_seconds: float, interval_s: float | None = None, max_lag_s: float = math.inf):
     self.block_seconds = block_seconds
     self.interval_s = block_seconds if interval_s is None else interval_s
+    # More blocks queued than this is a backlog (a step is due at once): more than an interval's worth plus one.
+    self.backlog_blocks = math.floor(self.interval_s / block_seconds + 1e-9) + 1
     self.max_lag_s = max_lag_s
     self.ready: dict[ScheduledStream, None] = {}  # streams with a queued block, in order
     self.missing = 0  # unfinished streams with no queued block
@@ -119,7 +124,9 @@ class Scheduler:
       return Batch([], [], math.inf)
     due = self.last_step + self.interval_s
     lateness = {stream: self.lateness(stream, now) for stream in self.ready}
-    catching_up = max(lateness.values()) > self.block_seconds
+    catching_up = max(lateness.values()) > self.block_seconds or any(
+      len(stream.pending) > self.backlog_blocks for stream in self.ready
+    )
     if self.missing and now < due and not catching_up:
       return Batch([], [], due)
     self.last_step = now

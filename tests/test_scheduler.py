@@ -77,20 +77,39 @@ def test_a_scheduler_steps_when_every_sending_stream_has_a_block_or_an_interval_
   assert scheduler.missing == 0 and scheduler.finishing == 0 and not scheduler.ready
 
 
-def test_a_stream_more_than_a_block_late_steps_without_waiting_for_the_interval() -> None:
-  """A hiccup leaves a backlog; stepping it one block per interval would keep the stream behind for good."""
+def _scheduler_with_an_idle_stream() -> tuple[Scheduler, ScheduledStream]:
+  """A scheduler (10 ms blocks and interval) with one more stream that sends but has nothing queued, so that
+  the pool would normally wait for the interval; and the stream under test."""
   scheduler = Scheduler(block_seconds=0.01, interval_s=0.01)
-  late, idle = ScheduledStream(), ScheduledStream()
-  scheduler.add(late)
-  scheduler.add(idle)  # still sending, but nothing queued: normally the pool would wait for it
+  stream = ScheduledStream()
+  scheduler.add(stream)
+  scheduler.add(ScheduledStream())
+  return scheduler, stream
+
+
+def test_a_backlog_is_stepped_at_the_engines_speed() -> None:
+  """Five blocks at once (a client sending what it recorded while it waited for ready, a network stall): stepping
+  them one per interval would keep the stream behind for good, so more than an interval and a block of queued
+  audio (2 blocks here) steps at once."""
+  scheduler, burst = _scheduler_with_an_idle_stream()
+  assert scheduler.backlog_blocks == 2
   block = np.zeros((4, 1), np.float32)
-  scheduler.push(late, [block] * 5, final=False, now=0.0)  # five blocks arrived at once, at 0.0
+  scheduler.push(burst, [block] * 5, final=False, now=0.0)
   assert len(scheduler.take(now=0.0).blocks) == 1  # the first step (no step for a long time)
-  assert scheduler.take(now=0.001).wake_at == 0.01  # 0.001 s - 0.01 s stepped: early, so it waits
-  assert len(scheduler.take(now=0.03).blocks) == 1  # due anyway; now 0.03 - 0.02 stepped: on time
-  assert len(scheduler.take(now=0.045).blocks) == 1  # before the interval, but 0.045 - 0.02 > one block late
-  assert len(scheduler.take(now=0.046).blocks) == 1  # 0.046 - 0.03: still more than a block behind
-  assert scheduler.take(now=0.047).wake_at == pytest.approx(0.056)  # 0.047 - 0.04: within a block: the interval again
+  assert len(scheduler.take(now=0.001).blocks) == 1  # 4 queued: a backlog, at once
+  assert len(scheduler.take(now=0.002).blocks) == 1  # 3 queued: still
+  assert scheduler.take(now=0.003).wake_at == pytest.approx(0.012)  # 2 queued, and early: the interval again
+
+
+def test_a_stream_more_than_a_block_late_steps_without_waiting_for_the_interval() -> None:
+  scheduler, behind = _scheduler_with_an_idle_stream()
+  block = np.zeros((4, 1), np.float32)
+  scheduler.push(behind, [block, block], final=False, now=1.0)
+  assert len(scheduler.take(now=1.0).blocks) == 1
+  scheduler.push(behind, [block], final=False, now=1.025)  # its next block comes late; the queue never ran empty
+  assert len(scheduler.take(now=1.025).blocks) == 1  # the interval has passed
+  assert scheduler.take(now=1.029).wake_at == pytest.approx(1.035)  # 1.029 - 1.0 - 0.02 stepped: within a block
+  assert len(scheduler.take(now=1.032).blocks) == 1  # before the interval, but 0.012 s behind: more than a block
 
 
 def test_a_stream_is_late_only_while_its_queue_never_empties() -> None:
