@@ -122,7 +122,7 @@ class StreamResampler:
     self.in_rate, self.out_rate, self.channels = float(in_rate), float(out_rate), channels
     self._filter: _PolyphaseFilter | None = None
     self._soxr = None
-    self.delay_s = 0.0  # how far the output lags the input after a chunk, at most (soxr: varies, not bounded here)
+    self.delay_s = 0.0  # how far the output lags the input after a chunk, at most
     if self.in_rate == self.out_rate:
       return
     ratio = Fraction(self.out_rate) / Fraction(self.in_rate)
@@ -135,6 +135,7 @@ class StreamResampler:
       import soxr  # only for rates that are no simple ratio of the model rate
 
       self._soxr = soxr.ResampleStream(self.in_rate, self.out_rate, channels, dtype="float32", quality="HQ")
+      self.delay_s = math.inf  # soxr releases its output in bursts: no bound is promised
 
   @property
   def passthrough(self) -> bool:

@@ -3,6 +3,8 @@ filter matches soxr's best one-shot resampling, equal rates pass through."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import soxr
@@ -89,6 +91,11 @@ def test_the_output_lags_the_input_by_at_most_the_filter_delay_after_every_chunk
     produced += len(resampler.process(np.zeros(size, np.float32)))
     received += size
     assert received / in_rate - produced / MODEL_RATE <= resampler.delay_s + 1 / MODEL_RATE
+
+
+def test_a_rate_with_no_simple_ratio_goes_through_soxr_and_promises_no_delay_bound() -> None:
+  assert StreamResampler(44056, MODEL_RATE).delay_s == math.inf
+  assert StreamResampler(MODEL_RATE, MODEL_RATE).delay_s == 0.0
 
 
 def test_equal_rates_pass_through_exactly() -> None:
