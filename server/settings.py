@@ -48,7 +48,10 @@ class Settings(BaseSettings):
     "start-up (all pools together); a number admits that many (a warning is logged above the measured figure)",
   )
   pool_slots: int = Field(
-    64, ge=1, description="streams a pool can hold with --capacity auto (a numeric --capacity sets it)"
+    64,
+    ge=1,
+    description="streams a pool can hold with --capacity auto (a numeric --capacity sets it, rounded up to "
+    "a multiple of --shards)",
   )
   shards: int = Field(
     2, ge=1, description="batches per pool, stepped in parallel (must divide the pool's slots; at most one per core)"
@@ -128,8 +131,15 @@ class Settings(BaseSettings):
   @model_validator(mode="before")
   @classmethod
   def _slots_follow_a_numeric_capacity(cls, data):
+    """A numeric capacity sets the slots, rounded up to a whole number per shard (``--capacity 1`` with the
+    default 2 shards: 2 slots, one admitted stream; a shard with no stream costs nothing)."""
     if isinstance(data, dict) and "capacity" in data and str(data["capacity"]) != "auto":
-      data = {**data, "pool_slots": data["capacity"]}
+      shards = data.get("shards", cls.model_fields["shards"].default)
+      try:
+        capacity, shards = int(data["capacity"]), int(shards)
+      except (TypeError, ValueError):  # left for the fields' own validation to report
+        return data
+      data = {**data, "pool_slots": max(1, -(-capacity // max(1, shards))) * max(1, shards)}
     return data
 
   @property

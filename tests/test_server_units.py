@@ -125,8 +125,17 @@ def test_settings_from_environment_and_command_line(monkeypatch) -> None:
   assert (settings.capacity, settings.ears, settings.port, settings.raw_outputs) == (8, [2], 9001, ["naps", "bm"])
   with pytest.raises(ValueError, match="min_hop_ms"):
     Settings(hop_ms=1.0, min_hop_ms=2.0)
-  with pytest.raises(ValueError, match="shards"):
-    Settings(capacity=3, shards=2)
+
+
+def test_shards_must_divide_the_slots_of_an_automatic_capacity() -> None:
+  with pytest.raises(ValueError, match=r"shards \(2\) must divide the pool's slots \(3\)"):
+    Settings(pool_slots=3, shards=2)
+
+
+@pytest.mark.parametrize(("capacity", "shards", "slots"), [(1, 2, 2), ("3", "2", 4), (4, 4, 4), (5, 1, 5)])
+def test_a_numeric_capacity_takes_whole_shards_of_slots(capacity, shards, slots) -> None:
+  settings = Settings(capacity=capacity, shards=shards)
+  assert (settings.capacity, settings.shards, settings.pool_slots) == (int(capacity), int(shards), slots)
 
 
 class _Results:
