@@ -6,9 +6,12 @@ clients) unless ``--url`` is given, then runs N protocol-v1 clients
 all. Each sends ``--chunk-ms`` chunks of s16le audio at ``--rate`` on a
 real-time schedule and reads its frames as they come. ``--clients capacity``: the server runs at its defaults
 (``--capacity auto``, both ear counts) and N is the real-time capacity it
-measured for ``--channels`` (``/v1/info``); once all N stream, one more
-client tries to start, and the report says what it was told (it should be
-``pool_full``).
+measured for ``--channels`` (``/v1/info``), the pool alone; the server
+admits as many as its admission control allows with the steps as slow as
+they are in the busy process, refuses the others (not retried, so the
+admitted set streams undisturbed after the ramp), and once all have started
+one more client tries to start: the report says what it was told (it should
+be ``pool_full``).
 
 Rolling restart (``--replicas 3 --restart-at-s T``): three servers with a
 shared resume key behind HAProxy (``deploy/haproxy/haproxy.cfg``); the
@@ -19,6 +22,13 @@ with the resume token, from the server's ``samples_received``, retrying a
 start refused for now). The report adds the resumed streams, frames lost or
 received twice (by frame index), and the latency of the frames that arrived
 in the 5 s after the signal.
+
+``--fast``: each client sends ``--seconds`` of audio as fast as the server
+reads it (no pacing) and the report adds each stream's speed
+in x real time (``x_real_time``: audio seconds over the time from its start
+to its end message):
+
+    python bench/bench_server.py --clients 1 --fast --seconds 30 --chunk-ms 100
 
 Frame latency: from the moment the chunk that completed a frame's hop was
 sent to the moment the frame arrived (so it includes the chunk's own
@@ -36,6 +46,7 @@ import argparse
 import asyncio
 import bisect
 import collections
+import gc
 import json
 import math
 import os
@@ -115,6 +126,7 @@ class Client:
     self.send_times: list[float] = []  # wall time each of those chunks was sent
     self.latencies: list[tuple[float, float]] = []  # (arrival time, latency)
     self.stopped_at = math.inf  # when the audio ended (stop is sent next): later frames are the flush, not timed
+    self.started_at = self.ended_at = math.nan  # the first try's start, the last connection's end message
     self.frames = 0
     self.indices: set[int] = set()
     self.repeated = 0  # frames received twice (by index)
@@ -127,6 +139,7 @@ class Client:
     """Streams until ``stop_at``, over as many connections as hand-overs need."""
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     begin, token, position = time.monotonic(), None, 0
+    self.started_at = begin
     while True:
       token = await self._connection(url, begin, stop_at, token, position)
       if token is None:
@@ -146,6 +159,7 @@ class Client:
     session = await with_retries(attempt, args.retries, backoff_s=0.1)
     self.error = None if session.error is None else session.error["code"]
     self.end = session.end
+    self.ended_at = time.monotonic()
     return resume_token_of(session)
 
   async def _chunks(self, begin: float, stop_at: float, position: int) -> AsyncIterator[np.ndarray]:
@@ -153,8 +167,10 @@ class Client:
     cut = bisect.bisect_right(self.sent_until, position)  # re-sent audio: its new send times count
     del self.sent_until[cut:], self.send_times[cut:]
     sample, rate, looped = position, self.args.rate, len(self.audio)
-    while (due := begin + sample / rate) < stop_at:
-      await asyncio.sleep(max(0.0, due - time.monotonic()))
+    fast_until = round(self.args.seconds * rate)  # --fast: this much audio, unpaced
+    while (sample < fast_until) if self.args.fast else (due := begin + sample / rate) < stop_at:
+      if not self.args.fast:
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
       offset = sample % looped
       chunk = min(self.chunk_samples - sample % self.chunk_samples, looped - offset)
       self.send_times.append(time.monotonic())
@@ -231,6 +247,8 @@ async def _measured_capacity(http: str, channels: int) -> int:
 
 
 def _percentiles(latencies: np.ndarray) -> dict[str, float]:
+  if not len(latencies):
+    return {"frames": 0}
   return {
     "frames": int(len(latencies)),
     "p50": float(np.percentile(latencies, 50)),
@@ -258,6 +276,9 @@ async def _bench(args: argparse.Namespace, url: str) -> dict:
   steps_after = await _step_stats(http, args.channels)
   steps = steps_after["count"] - steps_before["count"]
   timed = np.array([pair for c in clients for pair in c.latencies]).reshape(-1, 2)
+  if args.dump_latencies:
+    owner = np.concatenate([np.full(len(c.latencies), c.index) for c in clients])
+    np.savez(args.dump_latencies, t0_monotonic=t0, arrival_s=timed[:, 0] - t0, latency_s=timed[:, 1], client=owner)
   latencies = timed[:, 1] * 1000
   ended = [c for c in clients if c.end is not None]
   expected = sum(c.end["model_samples"] // c.hop_samples for c in ended)
@@ -299,6 +320,8 @@ async def _bench(args: argparse.Namespace, url: str) -> dict:
       "server": None if cpu_server is None else (_cpu_seconds(args.server_pid) - cpu_server) / wall,
       "clients": (time.process_time() - cpu_self) / wall,
     },
+    # --fast: each stream's audio over the time from its start to its end message (compilation is done).
+    "x_real_time": [round(args.seconds / (c.ended_at - c.started_at), 2) for c in ended] if args.fast else None,
     "one_more_client": None if one_more is None else await one_more,
     "rolling_restart": report_restart,
     "machine": describe(),
@@ -319,12 +342,22 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--server-pid", type=int, help="that server's pid, for its CPU time")
   parser.add_argument("--replicas", type=int, default=1, choices=(1, 3), help="3: behind HAProxy, see above")
   parser.add_argument("--restart-at-s", type=float, help="with --replicas 3: SIGTERM one replica this far in")
-  parser.add_argument("--retries", type=int, default=8, help="tries again a start refused for now")
+  parser.add_argument(
+    "--retries",
+    type=int,
+    help="tries again a start refused for now (default 8; 0 with --clients capacity, whose refusals are the point)",
+  )
+  parser.add_argument(
+    "--fast", action="store_true", help="each client sends --seconds of audio as fast as the server reads it"
+  )
+  parser.add_argument("--dump-latencies", help="also save every timed frame (arrival s, latency s, client) to this npz")
   parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra carfac-server flags")
   args = parser.parse_args(argv)
   if args.restart_at_s is not None and args.replicas != 3:
     parser.error("--restart-at-s needs --replicas 3")
   args.try_one_more = args.clients == "capacity" and args.replicas == 1
+  if args.retries is None:
+    args.retries = 0 if args.clients == "capacity" else 8
   processes = []
   if args.url is None:
     # With a restart, each replica holds enough for the survivors to take every stream.
@@ -349,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     url, http = args.url, args.url.replace("ws", "http", 1).removesuffix("/v1/stream")
     capacity = uvloop.run(_measured_capacity(http, args.channels))
   args.clients = capacity if args.clients == "capacity" else int(args.clients)
+  gc.collect()
+  gc.freeze()  # this process's start-up objects out of the collector's walks, which would delay the clients
   try:
     print(json.dumps(uvloop.run(_bench(args, url)), indent=2))
   finally:
