@@ -32,7 +32,8 @@ share a thread and compares with its margin. In a busy process a step takes
 longer than it did alone (the event loop wants the GIL and the cores too:
 2 to 3x, measured in the server with 8 to 16 clients), so ``observe`` keeps
 a running ratio of the steps' actual durations to the measured ones
-(``slowdown``, at least 1) that ``load`` includes.
+(``slowdown``, at least 1; quick to rise, ``settle_s`` to fall) that
+``load`` includes.
 
 Nothing here is thread-safe: the caller holds its own lock.
 """
@@ -153,6 +154,7 @@ class StepCosts:
   seconds: Mapping[int, float]  # batch size -> one step (every shard at once), the pool alone
   block_seconds: float
   slowdown: float = 1.0  # actual step durations over the measured ones, running (>= 1)
+  settle_s: float = 10.0  # the time over which the slowdown falls back once steps are faster again
 
   def __post_init__(self):
     # A bigger batch never costs less: taking the running maximum over the sizes keeps measurement
@@ -179,11 +181,17 @@ class StepCosts:
       return math.inf
     return self.slowdown * self.seconds[pool.bucket_for(streams[-1])] / self.block_seconds
 
-  def observe(self, pool: StreamPool, step_seconds: float, weight: float = 0.2) -> None:
-    """A step of ``pool`` as it is now took ``step_seconds``: updates the running slowdown."""
+  def observe(self, pool: StreamPool, step_seconds: float, rise_weight: float = 0.2) -> None:
+    """A step of ``pool`` as it is now took ``step_seconds``: updates the running slowdown.
+
+    It rises within a few slower steps but falls back over ``settle_s`` (a weight of one block's share of
+    it per step), so admission keeps to the slowest steps of the last seconds: after a burst of work
+    (clients connecting) a few fast steps do not let in streams that the next burst could not serve.
+    """
     busiest = max(pool.shard_streams)
     if busiest:
       ratio = step_seconds / self.seconds[pool.bucket_for(busiest)]
+      weight = rise_weight if ratio > self.slowdown else min(1.0, self.block_seconds / self.settle_s)
       self.slowdown = max(1.0, (1 - weight) * self.slowdown + weight * ratio)
 
   def realtime_streams(self, pool: StreamPool, margin: float, observed: bool = False) -> int:

@@ -49,7 +49,13 @@ def test_the_slowdown_follows_the_steps_actual_durations() -> None:
   # Admission now sees 3x slower steps: at margin 0.5, one stream per shard (3 ms) fits, two (6 ms) do not.
   assert costs.realtime_streams(pool, margin=0.5) == 2 * 2
   assert costs.realtime_streams(pool, margin=0.5, observed=True) == 2 * 1
-  for _ in range(50):
+  for _ in range(100):  # one second of steps as fast as measured: the slowdown falls over settle_s (10 s)
+    costs.observe(pool, 0.002)
+  expected = 1 + 2 * (1 - 0.01 / costs.settle_s) ** 100  # from 3 towards 1 with a weight of 1/1000 per step
+  assert math.isclose(costs.slowdown, expected, rel_tol=0.02) and costs.slowdown > 2.7
+  costs.observe(pool, 0.008)  # one slower step lifts it at once
+  assert math.isclose(costs.slowdown, 0.8 * expected + 0.2 * 4, rel_tol=0.02)
+  for _ in range(10_000):
     costs.observe(pool, 0.001)  # faster than measured: the slowdown never drops below 1
   assert costs.slowdown == 1.0
 
