@@ -277,14 +277,16 @@ def run_pitchogram_frame(sai_frame: jax.Array, hypers: PitchogramHypers) -> jax.
 
 
 def vowel_embedding(
-  nap_segment: jax.Array, hypers: PitchogramHypers, state: PitchogramState
+  nap_segment: jax.Array, hypers: PitchogramHypers, state: PitchogramState, channels_first: bool = False
 ) -> tuple[jax.Array, PitchogramState]:
-  """The 2-D vowel coordinates after a NAP segment (n_samples, n_ch) of one ear.
+  """The 2-D vowel coordinates after a NAP segment (n_samples, n_ch) of one ear
+  (``channels_first``: (n_ch, n_samples)).
 
   Element 0 is the F2 row, element 1 the F1 row, as in the reference.
   """
   cgram = state.cgram
-  cgram = cgram + hypers.cgram_smoother * (jnp.mean(nap_segment.astype(cgram.dtype), axis=0) - cgram)
+  mean = jnp.mean(nap_segment.astype(cgram.dtype), axis=1 if channels_first else 0)
+  cgram = cgram + hypers.cgram_smoother * (mean - cgram)
   coords = jnp.asarray(hypers.vowel_matrix, cgram.dtype) @ cgram
   return coords, PitchogramState(cgram=cgram)
 
@@ -410,15 +412,17 @@ def run_pitchogram_segment(
   sai_state: SaiState,
   pitchogram_state: PitchogramState,
   advance: jax.Array | bool = True,
+  channels_first: bool = False,
 ) -> tuple[jax.Array, jax.Array, jax.Array, SaiState, PitchogramState]:
   """SAI frame, lag profile and vowel coordinates of one ear's NAP segment.
 
   Returns ``(sai_frame, lag_profile, vowel_coords, sai_state,
   pitchogram_state)``; pure and vmappable over streams. ``advance``: see
-  ``run_sai_segment`` (where false, both states come back unchanged).
+  ``run_sai_segment`` (where false, both states come back unchanged);
+  ``channels_first``: the segment is (n_ch, n_samples), as there.
   """
-  frame, sai_state = run_sai_segment(nap_segment, sai_hypers, sai_state, advance)
-  coords, new_pitchogram_state = vowel_embedding(nap_segment, pitchogram_hypers, pitchogram_state)
+  frame, sai_state = run_sai_segment(nap_segment, sai_hypers, sai_state, advance, channels_first)
+  coords, new_pitchogram_state = vowel_embedding(nap_segment, pitchogram_hypers, pitchogram_state, channels_first)
   if advance is not True:
     cgram = jnp.where(advance, new_pitchogram_state.cgram, pitchogram_state.cgram)
     new_pitchogram_state = PitchogramState(cgram=cgram)

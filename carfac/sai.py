@@ -240,7 +240,11 @@ def _stabilize(ring: jax.Array, start: jax.Array, frame: jax.Array, hypers: SaiH
 
 
 def run_sai_segment(
-  nap_segment: jax.Array, hypers: SaiHypers, state: SaiState, advance: jax.Array | bool = True
+  nap_segment: jax.Array,
+  hypers: SaiHypers,
+  state: SaiState,
+  advance: jax.Array | bool = True,
+  channels_first: bool = False,
 ) -> tuple[jax.Array, SaiState]:
   """One SAI frame from a NAP segment (input_segment_width, n_ch) of one ear.
 
@@ -249,13 +253,20 @@ def run_sai_segment(
   array: the next call blends into it. ``advance``: a traced bool; where it
   is false the state comes back exactly unchanged (and so does the frame),
   so a batch can step only some of its streams without a select over every
-  stream's whole state.
+  stream's whole state. ``channels_first``: the segment is (n_ch,
+  input_segment_width) instead, the layout the SAI works in (a caller that
+  has it saves a transpose).
   """
   expected = (hypers.input_segment_width, hypers.num_channels)
+  if channels_first:
+    expected = expected[::-1]
   if tuple(nap_segment.shape) != expected:
-    raise ValueError(f"nap_segment must be (input_segment_width, n_ch) = {expected}, got {tuple(nap_segment.shape)}")
+    layout = "(n_ch, input_segment_width)" if channels_first else "(input_segment_width, n_ch)"
+    raise ValueError(f"nap_segment must be {layout} = {expected}, got {tuple(nap_segment.shape)}")
   dtype = state.frame.dtype
-  fresh = jnp.asarray(nap_segment, dtype).T
+  fresh = jnp.asarray(nap_segment, dtype)
+  if not channels_first:
+    fresh = fresh.T
   ring_width, segment = hypers.ring_width, hypers.input_segment_width
   if advance is not True:
     kept = jax.lax.dynamic_slice_in_dim(state.ring, state.write_at, segment, axis=1)
@@ -271,4 +282,4 @@ def run_sai_segment(
   return frame, SaiState(ring=ring, write_at=write_at, frame=frame)
 
 
-run_sai_segment_jit = jax.jit(run_sai_segment, static_argnums=1)
+run_sai_segment_jit = jax.jit(run_sai_segment, static_argnums=1, static_argnames="channels_first")

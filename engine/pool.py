@@ -157,24 +157,32 @@ def _shard_step(
     phases_at_zero=phases_at_zero,
     weights_per_stream=state.weights is not None,
   )
+  naps, frame_step = seg["naps"], step
+  if picture_hypers:
+    # The SAI and the vowel embedding share one channel-major copy of the per-sample NAP, and the frames
+    # close on granule sums, as without pictures: XLA otherwise transposes the time loop's output for each.
+    by_channel = jnp.swapaxes(naps[..., 0], 1, 2)  # (streams, n_ch, block)
+    granule_sums = sum(by_channel[..., offset::granule] for offset in range(granule))  # (streams, n_ch, groups)
+    naps, frame_step = jnp.swapaxes(granule_sums, 1, 2)[..., None], granule
   reduce = functools.partial(reduce_to_frames, n_out=n_frames_out)
   frames, n_frames, frame_sum, frame_count = jax.vmap(reduce)(
-    seg["naps"], state.frame_sum, state.frame_count // step, state.hop // step
+    naps, state.frame_sum, state.frame_count // frame_step, state.hop // frame_step
   )
-  frames = frames / step  # reduce_to_frames divided the sums by hop / step
+  frames = frames / frame_step  # reduce_to_frames divided the sums by hop / frame_step
   keep = functools.partial(carfac.select_streams, active)
   new_state = dataclasses.replace(
     state,
     model=keep(model, state.model),
     frame_sum=keep(frame_sum, state.frame_sum),
-    frame_count=keep(frame_count * step, state.frame_count),
+    frame_count=keep(frame_count * frame_step, state.frame_count),
   )
   raw = {name: seg[name] for name in raw_outputs}
   pictures = None
   if picture_hypers:
     # ``advance`` rather than ``keep``: a select over every slot's SAI buffer would cost more than the SAI.
-    _, profile, coords, sai, pitchogram = jax.vmap(carfac.run_pitchogram_segment, in_axes=(0, None, None, 0, 0, 0))(
-      seg["naps"][..., 0], *picture_hypers, state.sai, state.pitchogram, active
+    segment = functools.partial(carfac.run_pitchogram_segment, channels_first=True)
+    _, profile, coords, sai, pitchogram = jax.vmap(segment, in_axes=(0, None, None, 0, 0, 0))(
+      by_channel, *picture_hypers, state.sai, state.pitchogram, active
     )
     new_state = dataclasses.replace(new_state, sai=sai, pitchogram=pitchogram)
     pictures = (profile, coords)  # the SAI frames stay in the state: copying them all costs more than the SAI
