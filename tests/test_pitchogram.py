@@ -252,6 +252,24 @@ def test_vmap_over_streams_equals_separate_runs() -> None:
       np.testing.assert_allclose(coords, np.asarray(expected[2]), rtol=1e-6, atol=1e-7)
 
 
+def test_a_channels_first_segment_gives_the_same_pictures() -> None:
+  """``channels_first=True`` (the engine's layout): the same SAI frame, column and vowel coordinates."""
+  fs = 22050
+  sai_hypers, sai_state = design_and_init_sai(SaiDesignParameters(num_channels=65), np.float32)
+  hypers, state = design_and_init_pitchogram(fs, pipeline_car_params(fs), sai_hypers, dtype=np.float32)
+  naps = np.random.default_rng(4).exponential(size=(3, SEGMENT, 65)).astype(np.float32)
+  step = jax.jit(run_pitchogram_segment, static_argnums=(1, 2), static_argnames="channels_first")
+  time_major = channels_first = (sai_state, state)
+  for segment in naps:
+    expected = step(segment, sai_hypers, hypers, *time_major)
+    outputs = step(segment.T.copy(), sai_hypers, hypers, *channels_first, channels_first=True)
+    time_major, channels_first = expected[3:], outputs[3:]
+    np.testing.assert_array_equal(np.asarray(outputs[0]), np.asarray(expected[0]))  # the SAI frame
+    np.testing.assert_array_equal(np.asarray(outputs[1]), np.asarray(expected[1]))  # the lag profile
+    # The vowel embedding's mean over time runs along the other axis: XLA sums in another order.
+    np.testing.assert_allclose(np.asarray(outputs[2]), np.asarray(expected[2]), rtol=1e-5, atol=1e-8)
+
+
 def test_the_image_scrolls_left_with_the_newest_column_on_the_right() -> None:
   audio = harmonic_complex(220.0, seconds=0.1)
   frames, pipeline = run_pipeline_on(audio, 22050)

@@ -229,3 +229,15 @@ def test_a_segment_that_does_not_advance_leaves_the_state_exactly_as_it_was() ->
   moved, _ = step(naps[3], hypers, held, np.bool_(True))
   alone, _ = step(naps[3], hypers, state)
   np.testing.assert_array_equal(moved, alone)
+
+
+def test_a_channels_first_segment_gives_the_same_frame() -> None:
+  hypers, state = design_and_init_sai(pipeline_sai_params(8, 300, cpp_compatible=True), np.float32)
+  naps = np.random.default_rng(3).random((3, 256, 8)).astype(np.float32)
+  by_channel = state
+  for segment in naps:
+    frame, state = run_sai_segment_jit(segment, hypers, state)
+    channels_first, by_channel = run_sai_segment_jit(segment.T.copy(), hypers, by_channel, channels_first=True)
+    np.testing.assert_array_equal(channels_first, frame)
+  with pytest.raises(ValueError, match=r"nap_segment must be \(n_ch, input_segment_width\) = \(8, 256\)"):
+    run_sai_segment(naps[0], hypers, state, channels_first=True)
