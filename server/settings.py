@@ -71,7 +71,7 @@ class Settings(BaseSettings):
   pitchogram: bool = Field(
     True,
     description="offer the pitchogram and sai outputs to mono clients: one more engine pool, whose streams "
-    "also run the SAI (about 2.5x a stream's NAP cost)",
+    "also run the SAI (about 2.3 to 2.6x a stream's NAP cost)",
   )
   hearing_profiles: bool = Field(
     True,
