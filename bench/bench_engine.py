@@ -29,7 +29,7 @@ blocks, 10 ms hop (220 samples). Measures
 - C++ reference (``CARFAC_REFERENCE_CPP`` set to a google/carfac checkout,
   ``bench/reference_cpp.py``): one stream per core on threads, against a full
   64-slot pool of our ``one_cap`` design (the C++ IHC) with one shard per core,
-  as x real time per core.
+  as x real time per core (``--cpp-only``: just this).
 
     python bench/bench_engine.py [--steps 30]
 """
@@ -239,8 +239,15 @@ def main() -> None:
   parser.add_argument("--pictures-only", action="store_true", help="only the SAI and pitchogram cost")
   parser.add_argument("--weights-only", action="store_true", help="only the cost of per-stream weights")
   parser.add_argument("--blocks-only", action="store_true", help="only the throughput against the block size")
+  parser.add_argument("--cpp-only", action="store_true", help="only the pool against the C++ reference")
   args = parser.parse_args()
   cores = os.cpu_count() or 1
+  if args.cpp_only:
+    cpp = reference_cpp.checkout()
+    if cpp is None:
+      parser.error("--cpp-only needs CARFAC_REFERENCE_CPP (a google/carfac checkout)")
+    print(json.dumps({"machine": describe(), **bench_against_cpp(cpp, args.steps, cores)}, indent=2))
+    return
   if args.blocks_only:
     print(json.dumps({"machine": describe(), "block_sizes": bench_block_sizes(args.steps, cores)}, indent=2))
     return
@@ -273,15 +280,23 @@ def main() -> None:
     report["ratios"] = {"pool_aggregate_speedup": best / reference["aggregate_x_real_time"]}
   cpp = reference_cpp.checkout()
   if cpp:
-    ours = report["pool_one_cap"] = bench_pool(64, cores, args.steps, "one_cap")
-    reference = report["reference_cpp"] = reference_cpp.time_reference(cpp, 10.0, BLOCK, cores)
-    per_core = lambda aggregate: aggregate / cores
-    report["per_core_one_cap"] = {
-      "pool_x_real_time": per_core(ours["aggregate_x_real_time"]),
-      "cpp_threads_x_real_time": per_core(reference["threads_aggregate_x_real_time"]),
-      "pool_over_cpp": ours["aggregate_x_real_time"] / reference["threads_aggregate_x_real_time"],
-    }
+    report |= bench_against_cpp(cpp, args.steps, cores)
   print(json.dumps(report, indent=2))
+
+
+def bench_against_cpp(cpp: str, steps: int, cores: int) -> dict:
+  """A full 64-slot ``one_cap`` pool (one shard per core) against the C++ reference, a stream per core."""
+  ours = bench_pool(64, cores, steps, "one_cap")
+  reference = reference_cpp.time_reference(cpp, 10.0, BLOCK, cores)
+  return {
+    "pool_one_cap": ours,
+    "reference_cpp": reference,
+    "per_core_one_cap": {
+      "pool_x_real_time": ours["aggregate_x_real_time"] / cores,
+      "cpp_threads_x_real_time": reference["threads_aggregate_x_real_time"] / cores,
+      "pool_over_cpp": ours["aggregate_x_real_time"] / reference["threads_aggregate_x_real_time"],
+    },
+  }
 
 
 if __name__ == "__main__":
