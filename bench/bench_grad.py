@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 FS = 22050.0
-CHECKPOINT_EVERY = 64
+CHECKPOINT_EVERY = 64  # the default of --checkpoint-every
 OURS = (
   "by_example",
   "by_example_checkpointed",
@@ -108,7 +108,7 @@ def _by_example(run_segment, module, xs) -> dict:
   return {"first_call_s": first, "forward_s": forward_s, "grad_s": grad_s}
 
 
-def _ours_batched(case: str, xs) -> dict:
+def _ours_batched(case: str, xs, every: int) -> dict:
   """One call over all examples: vmap, run_segment_batch, or vmap over a device mesh."""
   import jax
   import jax.numpy as jnp
@@ -117,15 +117,13 @@ def _ours_batched(case: str, xs) -> dict:
   import carfac
 
   hypers, weights, state = _design(carfac)
-  run = functools.partial(carfac.run_segment, checkpoint_every=CHECKPOINT_EVERY)
+  run = functools.partial(carfac.run_segment, checkpoint_every=every)
   one = functools.partial(_naps_loss, run, hypers=hypers, state=state)
   if case == "batch_checkpointed":
     states = jax.tree.map(lambda leaf: jnp.stack([leaf] * len(xs)), state)
 
     def loss(weights, xs):
-      seg, _ = carfac.run_segment_batch(
-        xs, hypers, weights, states, phases_at_zero=True, checkpoint_every=CHECKPOINT_EVERY
-      )
+      seg, _ = carfac.run_segment_batch(xs, hypers, weights, states, phases_at_zero=True, checkpoint_every=every)
       return jnp.mean((seg["naps"] - 1.0) ** 2)
   else:
     loss = lambda weights, xs: jnp.mean(jax.vmap(lambda x: one(weights, x))(xs))
@@ -140,14 +138,14 @@ def _ours_batched(case: str, xs) -> dict:
   return {"first_call_s": first, "forward_s": forward_s, "grad_s": grad_s, "devices": len(jax.devices())}
 
 
-def _ours_threads(xs) -> dict:
+def _ours_threads(xs, every: int) -> dict:
   import jax
 
   import carfac
   from carfac.training import available_cores, mean_value_and_grad
 
   hypers, weights, state = _design(carfac)
-  run = functools.partial(carfac.run_segment, checkpoint_every=CHECKPOINT_EVERY)
+  run = functools.partial(carfac.run_segment, checkpoint_every=every)
   value_and_grad = jax.jit(jax.value_and_grad(functools.partial(_naps_loss, run, hypers=hypers, state=state)))
   first, grad_s = _timed(lambda: mean_value_and_grad(value_and_grad, weights, list(xs)))
   return {"first_call_s": first, "grad_s": grad_s, "workers": available_cores()}
@@ -165,12 +163,12 @@ def run_case(case: str, args) -> dict:
   elif case in ("by_example", "long_plain", "by_example_checkpointed", "long_checkpointed"):
     import carfac
 
-    every = CHECKPOINT_EVERY if case.endswith("checkpointed") else None
+    every = args.checkpoint_every if case.endswith("checkpointed") else None
     result = _by_example(functools.partial(carfac.run_segment, checkpoint_every=every), carfac, xs)
   elif case == "threads_checkpointed":
-    result = _ours_threads(xs)
+    result = _ours_threads(xs, args.checkpoint_every)
   else:
-    result = _ours_batched(case, xs)
+    result = _ours_batched(case, xs, args.checkpoint_every)
   result.update(examples=n, example_seconds=seconds)
   for key in ("forward_s", "grad_s"):
     if key in result:
@@ -203,6 +201,8 @@ def _in_child(case: str, args) -> dict:
     str(args.long_seconds),
     "--reference-examples",
     str(args.reference_examples),
+    "--checkpoint-every",
+    str(args.checkpoint_every),
   ]
   if args.reference_src:
     command += ["--reference-src", args.reference_src]
@@ -216,6 +216,9 @@ def main() -> None:
   parser.add_argument("--seconds", type=float, default=1.0)
   parser.add_argument("--long-seconds", type=float, default=10.0)
   parser.add_argument("--reference-examples", type=int, default=4, help="the reference is slow: time fewer")
+  parser.add_argument(
+    "--checkpoint-every", type=int, default=CHECKPOINT_EVERY, help="the checkpointed cases' chunk, samples"
+  )
   parser.add_argument("--cases", default=",".join(OURS), help="comma-separated subset of our cases")
   parser.add_argument("--case", help=argparse.SUPPRESS)
   parser.add_argument("--reference-src", default=os.environ.get("CARFAC_REFERENCE_SRC"), help=argparse.SUPPRESS)
@@ -237,7 +240,7 @@ def main() -> None:
       "n_ch": 71,
       "dtype": "float32",
       "linear_car": False,
-      "checkpoint_every": CHECKPOINT_EVERY,
+      "checkpoint_every": args.checkpoint_every,
       "examples": args.examples,
       "seconds": args.seconds,
       "long_seconds": args.long_seconds,
