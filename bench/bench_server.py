@@ -168,9 +168,9 @@ class Client:
     del self.sent_until[cut:], self.send_times[cut:]
     sample, rate, looped = position, self.args.rate, len(self.audio)
     fast_until = round(self.args.seconds * rate)  # --fast: this much audio, unpaced
-    while (sample < fast_until) if self.args.fast else (due := begin + sample / rate) < stop_at:
-      if not self.args.fast:
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
+    while sample < fast_until if self.args.fast else begin + sample / rate < stop_at:
+      if not self.args.fast:  # each chunk when real time reaches it
+        await asyncio.sleep(max(0.0, begin + sample / rate - time.monotonic()))
       offset = sample % looped
       chunk = min(self.chunk_samples - sample % self.chunk_samples, looped - offset)
       self.send_times.append(time.monotonic())
