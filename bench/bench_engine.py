@@ -14,7 +14,12 @@ blocks, 10 ms hop (220 samples). Measures
   for itself (``StepCosts``, a step within 70% of a block);
 - pictures: a full 64-slot pool with every stream's SAI and pitchogram
   (``pitchogram=``) against the same pool without, 1 shard and one per core:
-  the extra time per stream and block (``--pictures-only``: just this);
+  the extra time per stream and block, and the SAI's memory floor: the
+  bytes a frame must move (``sai_floor_bytes``) over the copy bandwidth
+  measured beside it, as a fraction of the NAP step (``--pictures-only``:
+  just this);
+- batch sweep: one full shard of 1 to 128 streams, its cost per channel and
+  sample (``--batch-sweep``: just this);
 - per-stream weights: a full 64-slot pool whose streams each carry their
   own weights (``per_stream_weights=True``, hearing profiles) against shared
   weights, 1 shard and one per core (``--weights-only``: just this);
@@ -54,7 +59,7 @@ from engine.scheduler import StepCosts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_cpp  # noqa: E402
-from machine import describe  # noqa: E402
+from machine import copy_bandwidth_gb_s, describe  # noqa: E402
 
 FS, BLOCK, HOP = 22050.0, 256, 220
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +130,19 @@ def bench_block_sizes(steps: int, shards: int, capacity: int = 64) -> list[dict]
   return [bench_pool(capacity, shards, max(3, steps * BLOCK // block), block=block) for block in BLOCK_LADDER]
 
 
+BATCH_LADDER = (1, 4, 16, 64, 128)
+
+
+def bench_batch_sweep(steps: int) -> list[dict]:
+  """One shard, full, at each batch size: the cost per channel and sample, which would fall if batching vectorised."""
+  n_ch = carfac.design_and_init_carfac(carfac.CarfacDesignParameters(fs=FS))[0].ears[0].car.n_ch
+  sweep = []
+  for capacity in BATCH_LADDER:
+    run = bench_pool(capacity, 1, steps, "one_cap")
+    sweep.append({**run, "ns_per_channel_sample": 1e6 * run["step_median_ms"] / (capacity * BLOCK * n_ch)})
+  return sweep
+
+
 def _full_pool_medians(variants: dict[str, dict], shards: int, steps: int, capacity: int) -> dict[str, float]:
   """Median step of a full pool built with each variant's ``StreamPool`` options, measured A B A B."""
   params = carfac.CarfacDesignParameters(fs=FS)
@@ -139,8 +157,44 @@ def _full_pool_medians(variants: dict[str, dict], shards: int, steps: int, capac
   return {name: statistics.median(times) for name, times in rounds.items()}
 
 
+def sai_floor_bytes(sai: carfac.SaiHypers, itemsize: int) -> int:
+  """Bytes one SAI frame must move, per stream and segment, however its passes are fused.
+
+  The frame is read and written (every column is blended into, with a
+  weight that depends on the segment's triggers); the new NAP segment is
+  written into the buffer; and at least one lagged window of ``sai_width``
+  samples per channel is read from it. Between segments the frame and the
+  buffer live in memory: a pool touches every stream's, far more than a
+  core's L2.
+  """
+  return sai.num_channels * itemsize * (3 * sai.sai_width + sai.input_segment_width)
+
+
+def pictures_bandwidth_floor(shards: int, capacity: int, nap_only_s: float) -> dict:
+  """The SAI's memory floor for a full pool, against the NAP-only step.
+
+  Bandwidth is measured as ``shards`` concurrent copies, each of a shard's
+  picture state (its streams' frames and buffers), the working set a step
+  sweeps.
+  """
+  (sai, _), (sai_state, _) = carfac.design_and_init_pitchogram_stages(
+    FS, carfac.CarfacDesignParameters(fs=FS).ears[0].car, carfac.PitchogramPipelineParams(), np.float32
+  )
+  state_bytes = sai_state.ring.nbytes + sai_state.frame.nbytes
+  bandwidth = copy_bandwidth_gb_s(shards, max(1, capacity // shards * state_bytes // 2**20))
+  floor_bytes = sai_floor_bytes(sai, 4)
+  floor_s = capacity * floor_bytes / (bandwidth * 1e9)
+  return {
+    "sai_floor_bytes_per_stream_block": floor_bytes,
+    "sai_state_bytes_per_stream": state_bytes,
+    "copy_bandwidth_gb_s": bandwidth,
+    "floor_ms_per_stream": 1e3 * floor_s / capacity,
+    "floor_over_nap_step": floor_s / nap_only_s,
+  }
+
+
 def bench_pictures(shards: int, steps: int, capacity: int = 64) -> dict:
-  """A full pool with the SAI and pitchogram of every stream against the same pool without."""
+  """A full pool with the SAI and pitchogram of every stream against the same pool without, and the SAI's memory floor."""
   medians = _full_pool_medians(
     {"nap_only": {}, "with_pictures": {"pitchogram": carfac.PitchogramPipelineParams()}}, shards, steps, capacity
   )
@@ -151,6 +205,7 @@ def bench_pictures(shards: int, steps: int, capacity: int = 64) -> dict:
     "pictures_ms_per_stream": 1e3 * (medians["with_pictures"] - medians["nap_only"]) / capacity,
     "pictures_extra_over_nap_step": medians["with_pictures"] / medians["nap_only"] - 1,
     "with_pictures_aggregate_x_real_time": capacity * BLOCK / FS / medians["with_pictures"],
+    "bandwidth_floor": pictures_bandwidth_floor(shards, capacity, medians["nap_only"]),
   }
 
 
@@ -240,8 +295,12 @@ def main() -> None:
   parser.add_argument("--weights-only", action="store_true", help="only the cost of per-stream weights")
   parser.add_argument("--blocks-only", action="store_true", help="only the throughput against the block size")
   parser.add_argument("--cpp-only", action="store_true", help="only the pool against the C++ reference")
+  parser.add_argument("--batch-sweep", action="store_true", help="only one shard's cost per channel-sample by batch")
   args = parser.parse_args()
   cores = os.cpu_count() or 1
+  if args.batch_sweep:
+    print(json.dumps({"machine": describe(), "batch_sweep": bench_batch_sweep(args.steps)}, indent=2))
+    return
   if args.cpp_only:
     cpp = reference_cpp.checkout()
     if cpp is None:

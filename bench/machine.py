@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 _VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl")
 
@@ -23,3 +27,23 @@ def describe() -> dict:
   except OSError:
     pass
   return {"cpu": model, "cpus": os.cpu_count(), "vector_flags": [f for f in _VECTOR_FLAGS if f in flags]}
+
+
+def copy_bandwidth_gb_s(threads: int = 1, megabytes: int = 64, repeats: int = 10) -> float:
+  """Memory bandwidth (GB/s read + written) of ``threads`` concurrent copies, each of its own array.
+
+  Each array is far larger than a core's L2, as a pool's SAI frames are, so
+  this is what passes over whole frames can reach. numpy's copy releases the
+  GIL, so the threads copy in parallel; the best of ``repeats`` rounds.
+  """
+  n = megabytes * 2**20 // 4
+  sources = [np.ones(n, np.float32) for _ in range(threads)]
+  targets = [np.empty_like(s) for s in sources]
+  copy = lambda pair: np.copyto(pair[1], pair[0])
+  best = float("inf")
+  with ThreadPoolExecutor(threads) as executor:
+    for _ in range(repeats):
+      start = time.perf_counter()
+      list(executor.map(copy, zip(sources, targets)))
+      best = min(best, time.perf_counter() - start)
+  return 2 * threads * n * 4 / best / 1e9
