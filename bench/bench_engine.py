@@ -182,7 +182,7 @@ def pictures_bandwidth_floor(shards: int, capacity: int, nap_only_s: float) -> d
   )
   state_bytes = sai_state.ring.nbytes + sai_state.frame.nbytes
   bandwidth = copy_bandwidth_gb_s(shards, max(1, capacity // shards * state_bytes // 2**20))
-  floor_bytes = sai_floor_bytes(sai, 4)
+  floor_bytes = sai_floor_bytes(sai, sai_state.frame.dtype.itemsize)
   floor_s = capacity * floor_bytes / (bandwidth * 1e9)
   return {
     "sai_floor_bytes_per_stream_block": floor_bytes,
