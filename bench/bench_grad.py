@@ -120,7 +120,7 @@ def _ours_batched(case: str, xs, every: int) -> dict:
   run = functools.partial(carfac.run_segment, checkpoint_every=every)
   one = functools.partial(_naps_loss, run, hypers=hypers, state=state)
   if case == "batch_checkpointed":
-    states = jax.tree.map(lambda leaf: jnp.stack([leaf] * len(xs)), state)
+    states = carfac.repeat_streams(state, len(xs))
 
     def loss(weights, xs):
       seg, _ = carfac.run_segment_batch(xs, hypers, weights, states, phases_at_zero=True, checkpoint_every=every)

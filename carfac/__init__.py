@@ -59,7 +59,7 @@ from carfac.sai import (
   run_sai_segment,
   run_sai_segment_jit,
 )
-from carfac.sample_step import OUTPUT_NAMES, close_agc_loop, cross_couple, select_streams
+from carfac.sample_step import OUTPUT_NAMES, close_agc_loop, cross_couple, repeat_streams, select_streams
 from carfac.syn import SynDesignParameters, SynHypers, SynState, SynWeights
 from carfac.weights_file import WeightsFileError, load_weights, save_weights
 
@@ -127,6 +127,7 @@ __all__ = [
   "run_segment_jit",
   "run_segment_outputs",
   "save_weights",
+  "repeat_streams",
   "select_streams",
   "vowel_embedding",
   "with_ohc_health",

@@ -50,7 +50,7 @@ import numpy as np
 
 from carfac.batch import run_segment_batch
 from carfac.carfac import CarfacHypers, CarfacState, CarfacWeights
-from carfac.sample_step import state_dtype
+from carfac.sample_step import repeat_streams, state_dtype
 
 RMS_ONE_DB_SPL = 107.0  # the level of an input of RMS 1 (google/carfac PR #34)
 FULL_SCALE_SINE_DB_SPL = RMS_ONE_DB_SPL - 20 * math.log10(math.sqrt(2))  # ~104.0: unscaled input
@@ -192,7 +192,7 @@ def threshold_shifts_db(
   poles = np.asarray(hypers.ears[0].pole_freqs)
   channels = jnp.asarray(_nearest_channels(poles, frequencies), jnp.int32)
   dtype = state_dtype(state)
-  states = jax.tree.map(lambda leaf: jnp.stack([leaf] * len(frequencies)), state)
+  states = repeat_streams(state, len(frequencies))
   run = _channel_responses(hypers)
 
   def responses(weights, levels):

@@ -108,6 +108,16 @@ def select_streams(mask: jax.Array, new, old):
   return jax.tree.map(pick, new, old)
 
 
+def repeat_streams(state, n_streams: int):
+  """``state`` (any pytree of arrays) for ``n_streams`` streams: every leaf gains a leading stream axis.
+
+  A broadcast per leaf, whatever ``n_streams``: ``jnp.stack([leaf] * n)``
+  compiles a concatenation of ``n`` operands per leaf shape (38 s for 4096
+  streams of the default design on CPU).
+  """
+  return jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (n_streams,) + jnp.shape(leaf)), state)
+
+
 def ears_step(
   hypers: CarfacHypers,
   weights: CarfacWeights,

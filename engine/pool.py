@@ -299,7 +299,7 @@ class StreamPool:
       sai=picture_states[0],
       pitchogram=picture_states[1],
     )
-    self._states = [jax.tree.map(lambda leaf: jnp.stack([leaf] * shard_slots), self._initial) for _ in range(shards)]
+    self._states = [carfac.repeat_streams(self._initial, shard_slots) for _ in range(shards)]
     self._free = list(range(capacity))  # slot numbers not in use
     self._members: list[list[int]] = [[] for _ in range(shards)]  # per shard: its slots, in position order
     self._where: dict[int, tuple[int, int]] = {}  # slot -> (shard, position)

@@ -92,7 +92,7 @@ def test_a_checkpointed_batch_gives_the_same_gradients() -> None:
   hypers, weights, state = design(agc_stages=2)
   period = carfac.agc_period(hypers)
   xs = np.stack([noise(4 * period, seed=s, scale=0.5) for s in (1, 2)])
-  states = jax.tree.map(lambda leaf: jnp.stack([leaf] * 2), state)
+  states = carfac.repeat_streams(state, 2)
 
   def loss(weights, checkpoint_every):
     seg, _ = carfac.run_segment_batch(
