@@ -42,15 +42,16 @@ def _groups_per_chunk(checkpoint_every: int | None, group: int) -> int | None:
   return None if checkpoint_every is None else max(1, checkpoint_every // group)
 
 
-def _summing_scan(step, states, xs, sum_every: int, checkpoint_every: int | None = None):
+def _summing_scan(step, states, xs, sum_every: int, checkpoint_every: int | None = None, unroll: int | bool = 1):
   """Runs ``step`` over the time axis of ``xs``; outputs summed over groups of ``sum_every`` samples.
 
   With ``sum_every`` 1 the per-sample outputs; otherwise the sums are carried
   in the loop, so per-sample outputs are never written out. The time loop is
   rematerialised every ``checkpoint_every`` samples (rounded to whole groups).
+  ``unroll``: as ``lax.scan``'s, for both levels of the loop.
   """
   if sum_every == 1:
-    return checkpointed_scan(step, states, xs, checkpoint_every)
+    return checkpointed_scan(step, states, xs, checkpoint_every, unroll)
   groups = xs.reshape((xs.shape[0] // sum_every, sum_every) + xs.shape[1:])
   sample_outputs = jax.eval_shape(step, states, xs[0])[1]
 
@@ -61,10 +62,10 @@ def _summing_scan(step, states, xs, sum_every: int, checkpoint_every: int | None
       return (states, {k: sums[k] + per_sample[k] for k in sums}), None
 
     zeros = {k: jnp.zeros(v.shape, v.dtype) for k, v in sample_outputs.items()}
-    (states, sums), _ = jax.lax.scan(summing_step, (states, zeros), x_group)
+    (states, sums), _ = jax.lax.scan(summing_step, (states, zeros), x_group, unroll=unroll)
     return states, sums
 
-  return checkpointed_scan(group_step, states, groups, _groups_per_chunk(checkpoint_every, sum_every))
+  return checkpointed_scan(group_step, states, groups, _groups_per_chunk(checkpoint_every, sum_every), unroll)
 
 
 def agc_period(hypers: CarfacHypers) -> int:
@@ -94,7 +95,7 @@ def run_segment_batch(
   Args:
     input_waves: (n_streams, n_samp) or (n_streams, n_samp, n_ears) float.
     states: a CarfacState whose every leaf has a leading (n_streams,) axis,
-      e.g. ``jax.tree.map(lambda a: jnp.stack([a] * n), state)``.
+      e.g. ``carfac.repeat_streams(state, n)``.
     outputs: names from ``OUTPUT_NAMES``.
     sum_every: return each output summed over consecutive groups of this
       many samples (``n_samp`` must be a multiple): the sums are kept in the
@@ -143,7 +144,9 @@ def run_segment_batch(
 
     The samples between updates run with no branch; which slower stages
     update too is known from the group's number (``agc.firing_schedule``),
-    so a ``switch`` on it picks the update with that many stages.
+    so a ``switch`` on it picks the update with that many stages. Off the
+    CPU the group's samples are unrolled: a GPU launches kernels for each
+    iteration of a loop, and unrolled samples fuse into fewer kernels.
     """
     group = hypers.ears[0].agc[0].decimation
     unit = math.gcd(sum_every, group)  # outputs summed in the loop over this many samples
@@ -160,9 +163,14 @@ def run_segment_batch(
       ear_states, _, per_sample = step_all(ear_states, x_t)
       return ear_states, per_sample
 
+    def group_samples(unroll: int | bool):
+      return functools.partial(_summing_scan, plain_step, sum_every=unit, unroll=unroll)
+
     def group_step(ear_states, index_and_x):
       index, x_group = index_and_x
-      ear_states, sums = _summing_scan(plain_step, ear_states, x_group, unit)
+      ear_states, sums = jax.lax.platform_dependent(
+        ear_states, x_group, cpu=group_samples(1), default=group_samples(True)
+      )
       branch = branch_of_group[index % len(schedule)]
       return merge_agc_view(ear_states, jax.lax.switch(branch, updates, agc_view(ear_states))), sums
 

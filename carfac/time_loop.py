@@ -25,16 +25,18 @@ def _leading_length(xs) -> int:
   return jax.tree.leaves(xs)[0].shape[0]
 
 
-def checkpointed_scan(step: Callable, carry: Carry, xs, checkpoint_every: int | None = None) -> tuple[Carry, object]:
-  """``lax.scan(step, carry, xs)``, rematerialised every ``checkpoint_every`` steps.
+def checkpointed_scan(
+  step: Callable, carry: Carry, xs, checkpoint_every: int | None = None, unroll: int | bool = 1
+) -> tuple[Carry, object]:
+  """``lax.scan(step, carry, xs, unroll=unroll)``, rematerialised every ``checkpoint_every`` steps.
 
-  ``None`` is a plain scan. Otherwise the steps are grouped into chunks of
+  ``None`` is a plain scan (``unroll`` applies to plain scans only). Otherwise the steps are grouped into chunks of
   ``checkpoint_every`` (any remainder runs as a last, plain scan), and each
   chunk is a ``jax.checkpoint``: the value is unchanged, only what the
   backward pass stores differs.
   """
   if checkpoint_every is None:
-    return jax.lax.scan(step, carry, xs)
+    return jax.lax.scan(step, carry, xs, unroll=unroll)
   if checkpoint_every < 1:
     raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every}")
   n = _leading_length(xs)

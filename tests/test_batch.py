@@ -127,3 +127,43 @@ def test_a_segment_that_is_not_a_whole_agc_period_still_runs_exactly() -> None:
   seg, _ = run_segment_batch(x, hypers, weights, stacked([state] * 2), phases_at_zero=True)
   one = carfac.run_segment_outputs(x[1], hypers, weights, state)[0]
   np.testing.assert_allclose(seg["naps"][1], one["naps"], rtol=0, atol=1e-12 * float(np.max(one["naps"])))
+
+
+def test_repeat_streams_gives_every_leaf_a_stream_axis_of_copies() -> None:
+  hypers, weights, state = design(2, "two_cap")
+  repeated = carfac.repeat_streams(state, 5)
+  for leaf, expected in zip(jax.tree.leaves(repeated), jax.tree.leaves(stacked([state] * 5))):
+    assert leaf.shape == expected.shape and leaf.dtype == expected.dtype
+    np.testing.assert_array_equal(leaf, expected)
+
+
+def _while_loops(run, *args) -> int:
+  return jax.jit(run).lower(*args).as_text().count("stablehlo.while")
+
+
+def test_the_accelerator_branches_match_the_cpu_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+  """Off the CPU the ripple is an associative scan and each AGC group's samples are unrolled.
+
+  ``platform_dependent`` picks those branches when lowering for a GPU; forced
+  here, on the CPU, they must give the CPU branches' results to float64
+  rounding, and the loops they replace must be gone from the program.
+  """
+  hypers, weights, state = design(2, "two_cap")
+  x = loud_noise(2, 2 * carfac.agc_period(hypers), 2, seed=6)
+  states = carfac.repeat_streams(state, 2)
+
+  def run(x, states):
+    summed, _ = run_segment_batch(x, hypers, weights, states, sum_every=4, phases_at_zero=True)
+    per_sample, new_states = run_segment_batch(x, hypers, weights, states, outputs=OUTPUTS, phases_at_zero=True)
+    return summed["naps"], per_sample, new_states
+
+  cpu = jax.jit(run)(x, states)
+  cpu_loops = _while_loops(run, x, states)
+  with monkeypatch.context() as patch:
+    patch.setattr(jax.lax, "platform_dependent", lambda *args, default, **per_platform: default(*args))
+    accelerator = jax.jit(lambda x, s: run(x, s))(x, states)
+    accelerator_loops = _while_loops(lambda x, s: run(x, s), x, states)
+  assert accelerator_loops < cpu_loops  # the ripples' scans and the groups' sample loops are gone
+  for ours, theirs in zip(jax.tree.leaves(accelerator), jax.tree.leaves(cpu)):
+    peak = float(np.max(np.abs(theirs))) or 1.0
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12 * peak)
