@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ from engine.scheduler import StepCosts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_cpp  # noqa: E402
-from machine import copy_bandwidth_gb_s, describe  # noqa: E402
+from machine import accelerator, copy_bandwidth_gb_s, describe, device_copy_bandwidth_gb_s  # noqa: E402
 
 FS, BLOCK, HOP = 22050.0, 256, 220
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,15 +108,19 @@ def median_step(pool: StreamPool, slots: list[int], steps: int) -> float:
 
 
 def bench_pool(capacity: int, shards: int, steps: int, ihc_style: str = "two_cap", block: int = BLOCK) -> dict:
+  """A full pool's median step; only its full batch size is compiled (the only one a full pool runs)."""
   params = carfac.CarfacDesignParameters(fs=FS)
   params.ears[0].ihc.ihc_style = ihc_style
-  pool = StreamPool(params, capacity, block, HOP, shards=shards)
+  start = time.perf_counter()
+  pool = StreamPool(params, capacity, block, HOP, shards=shards, buckets=(capacity // shards,))
+  build_s = time.perf_counter() - start
   median = median_step(pool, [pool.join() for _ in range(capacity)], steps)
   return {
     "capacity": capacity,
     "shards": shards,
     "ihc_style": ihc_style,
     "block": block,
+    "build_and_compile_s": build_s,
     "step_median_ms": 1e3 * median,
     "step_fraction_of_block": median / (block / FS),
     "aggregate_x_real_time": capacity * block / FS / median,
@@ -133,11 +138,11 @@ def bench_block_sizes(steps: int, shards: int, capacity: int = 64) -> list[dict]
 BATCH_LADDER = (1, 4, 16, 64, 128)
 
 
-def bench_batch_sweep(steps: int) -> list[dict]:
+def bench_batch_sweep(steps: int, batches: Sequence[int] = BATCH_LADDER) -> list[dict]:
   """One shard, full, at each batch size: the cost per channel and sample, which would fall if batching vectorised."""
   n_ch = carfac.design_and_init_carfac(carfac.CarfacDesignParameters(fs=FS))[0].ears[0].car.n_ch
   sweep = []
-  for capacity in BATCH_LADDER:
+  for capacity in batches:
     run = bench_pool(capacity, 1, steps, "one_cap")
     sweep.append({**run, "ns_per_channel_sample": 1e6 * run["step_median_ms"] / (capacity * BLOCK * n_ch)})
   return sweep
@@ -147,7 +152,8 @@ def _full_pool_medians(variants: dict[str, dict], shards: int, steps: int, capac
   """Median step of a full pool built with each variant's ``StreamPool`` options, measured A B A B."""
   params = carfac.CarfacDesignParameters(fs=FS)
   pools = {
-    name: StreamPool(params, capacity, BLOCK, HOP, shards=shards, **options) for name, options in variants.items()
+    name: StreamPool(params, capacity, BLOCK, HOP, shards=shards, buckets=(capacity // shards,), **options)
+    for name, options in variants.items()
   }
   slots = {name: [pool.join() for _ in range(capacity)] for name, pool in pools.items()}
   rounds = {name: [] for name in pools}
@@ -173,15 +179,20 @@ def sai_floor_bytes(sai: carfac.SaiHypers, itemsize: int) -> int:
 def pictures_bandwidth_floor(shards: int, capacity: int, nap_only_s: float) -> dict:
   """The SAI's memory floor for a full pool, against the NAP-only step.
 
-  Bandwidth is measured as ``shards`` concurrent copies, each of a shard's
-  picture state (its streams' frames and buffers), the working set a step
-  sweeps.
+  On a CPU, bandwidth is measured as ``shards`` concurrent copies, each of a
+  shard's picture state (its streams' frames and buffers), the working set a
+  step sweeps; on an accelerator, as one copy of the pool's picture state on
+  the device.
   """
   (sai, _), (sai_state, _) = carfac.design_and_init_pitchogram_stages(
     FS, carfac.CarfacDesignParameters(fs=FS).ears[0].car, carfac.PitchogramPipelineParams(), np.float32
   )
   state_bytes = sai_state.ring.nbytes + sai_state.frame.nbytes
-  bandwidth = copy_bandwidth_gb_s(shards, max(1, capacity // shards * state_bytes // 2**20))
+  megabytes = max(1, capacity // shards * state_bytes // 2**20)
+  if accelerator()["backend"] == "cpu":
+    bandwidth = copy_bandwidth_gb_s(shards, megabytes)
+  else:
+    bandwidth = device_copy_bandwidth_gb_s(shards * megabytes)
   floor_bytes = sai_floor_bytes(sai, sai_state.frame.dtype.itemsize)
   floor_s = capacity * floor_bytes / (bandwidth * 1e9)
   return {
@@ -288,6 +299,11 @@ def bench_reference(src: str, n_streams: int = 64) -> dict:
   return json.loads(out.strip().splitlines()[-1])
 
 
+def _sizes(text: str) -> tuple[int, ...]:
+  """A comma-separated list of positive sizes, e.g. ``1,64,4096``."""
+  return tuple(int(part) for part in text.split(","))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--steps", type=int, default=30)
@@ -296,30 +312,41 @@ def main() -> None:
   parser.add_argument("--blocks-only", action="store_true", help="only the throughput against the block size")
   parser.add_argument("--cpp-only", action="store_true", help="only the pool against the C++ reference")
   parser.add_argument("--batch-sweep", action="store_true", help="only one shard's cost per channel-sample by batch")
+  parser.add_argument("--batches", type=_sizes, default=BATCH_LADDER, help="the sweep's batch sizes, e.g. 1,64,4096")
+  parser.add_argument("--one-stream-only", action="store_true", help="only a capacity-1 pool against run_segment_jit")
+  parser.add_argument("--capacity", type=int, default=64, help="slots of the pictures and weights pools")
+  parser.add_argument("--shards", type=_sizes, default=None, help="shard counts to try (default: 1 and one per core)")
   args = parser.parse_args()
   cores = os.cpu_count() or 1
+  shard_counts = args.shards or sorted({1, cores})
   if args.batch_sweep:
-    print(json.dumps({"machine": describe(), "batch_sweep": bench_batch_sweep(args.steps)}, indent=2))
+    sweep = bench_batch_sweep(args.steps, args.batches)
+    print(json.dumps({"machine": describe() | accelerator(), "batch_sweep": sweep}, indent=2))
+    return
+  if args.one_stream_only:
+    print(json.dumps({"machine": describe() | accelerator(), "one_stream": bench_one_stream(args.steps)}, indent=2))
     return
   if args.cpp_only:
     cpp = reference_cpp.checkout()
     if cpp is None:
       parser.error("--cpp-only needs CARFAC_REFERENCE_CPP (a google/carfac checkout)")
-    print(json.dumps({"machine": describe(), **bench_against_cpp(cpp, args.steps, cores)}, indent=2))
+    print(json.dumps({"machine": describe() | accelerator(), **bench_against_cpp(cpp, args.steps, cores)}, indent=2))
     return
   if args.blocks_only:
-    print(json.dumps({"machine": describe(), "block_sizes": bench_block_sizes(args.steps, cores)}, indent=2))
+    print(
+      json.dumps({"machine": describe() | accelerator(), "block_sizes": bench_block_sizes(args.steps, cores)}, indent=2)
+    )
     return
-  per_stream_weights = [bench_per_stream_weights(s, args.steps) for s in sorted({1, cores})]
+  per_stream_weights = [bench_per_stream_weights(s, args.steps, args.capacity) for s in shard_counts]
   if args.weights_only:
-    print(json.dumps({"machine": describe(), "per_stream_weights": per_stream_weights}, indent=2))
+    print(json.dumps({"machine": describe() | accelerator(), "per_stream_weights": per_stream_weights}, indent=2))
     return
-  pictures = [bench_pictures(s, args.steps) for s in sorted({1, cores})]
+  pictures = [bench_pictures(s, args.steps, args.capacity) for s in shard_counts]
   if args.pictures_only:
-    print(json.dumps({"machine": describe(), "pictures": pictures}, indent=2))
+    print(json.dumps({"machine": describe() | accelerator(), "pictures": pictures}, indent=2))
     return
   report = {
-    "machine": describe(),
+    "machine": describe() | accelerator(),
     "config": {"fs": FS, "block": BLOCK, "hop": HOP, "dtype": "float32"},
     "pool": [bench_pool(c, s, args.steps) for c in (64, 128) for s in (1, 2)],
     "pictures": pictures,

@@ -29,6 +29,29 @@ def describe() -> dict:
   return {"cpu": model, "cpus": os.cpu_count(), "vector_flags": [f for f in _VECTOR_FLAGS if f in flags]}
 
 
+def accelerator() -> dict:
+  """JAX's backend and its devices (e.g. an NVIDIA H200), printed beside the CPU: figures depend on both."""
+  import jax  # here, not at the top: the server benchmark's parent process does not start JAX
+
+  return {"jax": jax.__version__, "backend": jax.default_backend(), "devices": [d.device_kind for d in jax.devices()]}
+
+
+def device_copy_bandwidth_gb_s(megabytes: int = 1024, repeats: int = 10) -> float:
+  """Memory bandwidth (GB/s read + written) of a copy on JAX's default device: the floor's rate on a GPU."""
+  import jax
+  import jax.numpy as jnp
+
+  source = jnp.ones(megabytes * 2**20 // 4, jnp.float32)
+  copy = jax.jit(lambda a: a * 2)
+  copy(source).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    copy(source).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * source.nbytes / best / 1e9
+
+
 def copy_bandwidth_gb_s(threads: int = 1, megabytes: int = 64, repeats: int = 10) -> float:
   """Memory bandwidth (GB/s read + written) of ``threads`` concurrent copies, each of its own array.
 
