@@ -167,8 +167,9 @@ def test_streams_join_the_least_loaded_shard() -> None:
     (np.where(np.arange(32) == 5, np.nan, 0.01).astype(np.float32), "slot 0: block has NaN or Inf samples; rejected"),
     (np.zeros(31, np.float32), r"slot 0: block shape must be \(32, 1\), got \(31,\)"),
     (np.zeros(32, np.int16), "slot 0: block dtype must be float32 or float64, got int16"),
+    (np.where(np.arange(32) == 7, 1e39, 0.01), "slot 0: block has NaN or Inf samples; rejected"),
   ],
-  ids=["NaN", "wrong size", "int16"],
+  ids=["NaN", "wrong size", "int16", "float64 beyond float32"],
 )
 def test_pool_rejects_bad_blocks_without_touching_state(bad: np.ndarray, message: str) -> None:
   pool = StreamPool(carfac.CarfacDesignParameters(), capacity=2, block_size=32, hop=32)
@@ -181,6 +182,22 @@ def test_pool_rejects_bad_blocks_without_touching_state(bad: np.ndarray, message
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
     np.testing.assert_array_equal(a, b)
   assert len(pool.step({slot: good})[slot].frames) == 1
+
+
+def test_a_bad_block_among_many_names_its_slot_and_no_stream_advances() -> None:
+  """Finiteness is checked per shard batch: the error must still name the first bad slot, in the caller's order."""
+  pool = StreamPool(carfac.CarfacDesignParameters(), capacity=6, block_size=32, hop=32, shards=2)
+  slots = [pool.join() for _ in range(6)]
+  blocks = {slot: np.full(32, 0.01, np.float32) for slot in slots}
+  blocks[slots[3]] = np.where(np.arange(32) == 2, np.inf, 0.01).astype(np.float32)
+  blocks[slots[5]] = np.where(np.arange(32) == 9, np.nan, 0.01).astype(np.float32)
+  before = jax.tree.map(np.array, pool._states)
+  with pytest.raises(ValueError, match=f"slot {slots[3]}: block has NaN or Inf"):
+    pool.step(blocks)
+  with pytest.raises(ValueError, match=f"slot {slots[5]}: block has NaN or Inf"):
+    pool.step(dict(reversed(blocks.items())))
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(jax.tree.map(np.array, pool._states))):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_pool_full_and_slot_misuse_are_clear_errors() -> None:
