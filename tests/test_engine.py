@@ -9,7 +9,7 @@ from jax_events import churn_compiles_nothing
 
 import carfac
 from engine import StreamPool, max_frames, reduce_to_frames
-from engine.pool import PoolFullError
+from engine.pool import PoolFullError, default_shards
 
 
 def offline_frames(audio: np.ndarray, hop: int, dtype=np.float64, n_ears: int = 1) -> np.ndarray:
@@ -281,3 +281,12 @@ def test_nearest_hop_rounds_to_the_granule_and_stops_at_the_minimum() -> None:
   assert [pool.nearest_hop(h) for h in (220, 221, 223, 1, 45)] == [220, 220, 224, 44, 44]
   slot = pool.join(hop=pool.nearest_hop(223))  # a rounded hop is one the pool takes
   assert pool.step({slot: np.zeros(256, np.float32)})[slot].frames.shape[0] == 1
+
+
+def test_default_shards_are_one_per_usable_core_on_cpu_and_one_on_an_accelerator(
+  monkeypatch: pytest.MonkeyPatch,
+) -> None:
+  monkeypatch.setattr("engine.pool.available_cores", lambda: 4)
+  assert [default_shards(capacity) for capacity in (1, 2, 3, 6, 8, 64)] == [1, 2, 3, 3, 4, 4]
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert [default_shards(capacity) for capacity in (1, 6, 64)] == [1, 1, 1]

@@ -17,7 +17,6 @@ continuing an interrupted one.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import wave
@@ -31,7 +30,7 @@ from engine.frames import samples_for_ms
 from engine.hearing_arguments import add_hearing_arguments
 from engine.nap_format import save_nap_npz
 from engine.offline import audio_to_nap_frames
-from engine.pool import RAW_OUTPUTS
+from engine.pool import RAW_OUTPUTS, default_shards
 from engine.wav import read_wav
 
 
@@ -161,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     "--model-rate", type=float, default=22050.0, help="every file is resampled to it (default 22050 Hz)"
   )
   many.add_argument("--batch", type=int, default=32, help="files stepped together per ear count (default 32)")
-  many.add_argument("--shards", type=int, default=None, help="batches run in parallel (default: one per core)")
+  many.add_argument(
+    "--shards", type=int, default=None, help="batches run in parallel (default: one per core; 1 on a GPU)"
+  )
   many.add_argument("--raw", type=_raw_argument, default=(), help="also save per-sample outputs: naps, bm")
   args = parser.parse_args(argv)
   if len(args.paths) < 2:
@@ -170,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
   one = Path(inputs[0])
   if len(inputs) == 1 and output.endswith(".npz") and one.is_file() and one.suffix.lower() not in dataset.LIST_SUFFIXES:
     return _one_file(args, one, Path(output))
-  cores = os.cpu_count() or 1
-  args.shards = args.shards or max(d for d in range(1, cores + 1) if args.batch % d == 0)
-  if args.batch < 1 or args.batch % args.shards:
+  if args.batch < 1:
+    parser.error(f"--batch ({args.batch}) must be >= 1")
+  args.shards = args.shards or default_shards(args.batch)
+  if args.batch % args.shards:
     parser.error(f"--batch ({args.batch}) must be >= 1 and a multiple of --shards ({args.shards})")
   return _many_files(args, inputs, Path(output))
 
