@@ -30,8 +30,9 @@ def checkpointed_scan(
 ) -> tuple[Carry, object]:
   """``lax.scan(step, carry, xs, unroll=unroll)``, rematerialised every ``checkpoint_every`` steps.
 
-  ``None`` is a plain scan (``unroll`` applies to plain scans only). Otherwise the steps are grouped into chunks of
-  ``checkpoint_every`` (any remainder runs as a last, plain scan), and each
+  ``None`` is a plain scan (``unroll`` applies to plain scans only).
+  Otherwise the steps are grouped into chunks of ``checkpoint_every`` (any
+  remainder runs as a last, plain scan), and each
   chunk is a ``jax.checkpoint``: the value is unchanged, only what the
   backward pass stores differs.
   """
