@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import carfac
+from carfac.finite import rows_with_non_finite
 from carfac.training import available_cores
 from engine.frames import max_frames, reduce_to_frames
 
@@ -507,11 +508,7 @@ class StreamPool:
     time), so a float64 sample beyond float32's range, which the cast makes
     Inf, is rejected too.
     """
-    bad = {
-      (shard, position)
-      for shard, batch in batches.items()
-      for position in np.flatnonzero(~np.isfinite(batch).all(axis=(1, 2)))
-    }
+    bad = {(shard, position) for shard, batch in batches.items() for position in rows_with_non_finite(batch)}
     for slot in blocks:
       if self._where[slot] in bad:
         raise ValueError(f"slot {slot}: block has NaN or Inf samples; rejected, state untouched")
