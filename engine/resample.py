@@ -21,7 +21,8 @@ Why not libsoxr's streaming resampler: it releases its output in bursts (at
 HQ, from 48 kHz in 20 ms chunks, it held 11 to 38 ms of audio back, 20 ms on
 average), and that delay reached every frame the server sends. This filter
 holds back only half its length, ``delay_s`` (2.9 ms from 48 kHz, 4.1 ms
-from 16 kHz), after every chunk, for about 45 us of work per 20 ms chunk. Rates that are no simple ratio of the model rate (more than
+from 16 kHz), after every chunk, for about 29 us of work per 20 ms chunk
+from 48 kHz (float32; 44 us in float64). Rates that are no simple ratio of the model rate (more than
 ``MAX_PHASES`` outputs per block, e.g. 44056 Hz) would need an enormous
 matrix; they still go through soxr (HQ).
 """
@@ -67,9 +68,11 @@ class _PolyphaseFilter:
     transition = 2 * math.pi * (f_stop - f_pass) / in_rate  # radians per input sample
     self.half = math.ceil(((STOPBAND_DB - 8) / (2.285 * transition) + 1) / 2)  # Kaiser's length estimate
     beta = 0.1102 * (STOPBAND_DB - 8.7)
-    self.matrix = _kaiser_sinc_matrix(phases, step, self.half, (f_pass + f_stop) / 2 / in_rate, beta)
+    # float32, like the audio: the products take half the time of float64's, and the rounding (about 1e-7 of
+    # the signal) lies far below the stopband's 100 dB (the match with soxr is unchanged: 93, 115, 82 dB).
+    self.matrix = _kaiser_sinc_matrix(phases, step, self.half, (f_pass + f_stop) / 2 / in_rate, beta).astype(np.float32)
     # Input held from absolute sample ``self.start`` on; zeros stand for the samples before the stream's start.
-    self.held = np.zeros((self.half, channels), np.float64)
+    self.held = np.zeros((self.half, channels), np.float32)
     self.start = -self.half
     self.received = 0  # input samples so far
     self.emitted = 0  # output samples so far
@@ -87,7 +90,7 @@ class _PolyphaseFilter:
       begin = block * self.step - self.half + 1 - self.start  # the block's first column in ``held``
       window = self.held[begin : begin + self.matrix.shape[1]]
       if len(window) < self.matrix.shape[1]:  # the block's later inputs are not here yet: their weights are 0
-        window = np.concatenate([window, np.zeros((self.matrix.shape[1] - len(window), self.channels))])
+        window = np.concatenate([window, np.zeros((self.matrix.shape[1] - len(window), self.channels), np.float32)])
       last_row = min(self.phases, ready - block * self.phases)
       outputs.append((self.matrix @ window)[first_row:last_row])
       self.emitted = block * self.phases + last_row
@@ -96,10 +99,10 @@ class _PolyphaseFilter:
       self.held, self.start = self.held[drop:], self.start + drop
     if not outputs:
       return np.zeros((0, self.channels), np.float32)
-    return np.concatenate(outputs).astype(np.float32)
+    return np.concatenate(outputs)
 
   def process(self, frames: np.ndarray) -> np.ndarray:
-    self.held = np.concatenate([self.held, frames.astype(np.float64)])
+    self.held = np.concatenate([self.held, frames])
     self.received += len(frames)
     return self._emit(self.received)
 
@@ -107,7 +110,7 @@ class _PolyphaseFilter:
     """The outputs up to the input's end (``ceil(received * L / M)`` in all), the filter run out on zeros."""
     total = -(-self.received * self.phases // self.step)
     before, padding = self.emitted, 2 * self.half + self.step
-    self.held = np.concatenate([self.held, np.zeros((padding, self.channels))])
+    self.held = np.concatenate([self.held, np.zeros((padding, self.channels), np.float32)])
     return self._emit(self.received + padding)[: max(0, total - before)]
 
 
