@@ -489,7 +489,7 @@ class StreamPool:
     self._free.append(slot)
 
   def _checked_block(self, slot: int, block) -> np.ndarray:
-    """One block, checked (shape and dtype) and cast to the pool's dtype; finiteness is checked per batch."""
+    """One block, checked (shape and dtype) and shaped (block_size, n_ears); cast and checked for NaN/Inf per batch."""
     self._require_in_use(slot)
     array = np.asarray(block)
     if array.dtype not in (np.float32, np.float64):
@@ -514,10 +514,13 @@ class StreamPool:
         raise ValueError(f"slot {slot}: block has NaN or Inf samples; rejected, state untouched")
 
   def _run_shard(self, shard: int, batch: np.ndarray, active: np.ndarray):
-    """Steps a shard's packed streams (``len(active)``: a compiled batch size); outputs on the host."""
+    """Steps a shard's packed streams (``len(active)``: a compiled batch size); outputs on the host.
+
+    The frame counts come back as a list of ints, read once per shard rather than once per stream.
+    """
     self._states[shard], frames, n_frames, raw, pictures = self._steps[len(active)](self._states[shard], batch, active)
     pictures = None if pictures is None else tuple(np.asarray(x) for x in pictures)
-    return np.asarray(frames), np.asarray(n_frames), {k: np.asarray(v) for k, v in raw.items()}, pictures
+    return np.asarray(frames), np.asarray(n_frames).tolist(), {k: np.asarray(v) for k, v in raw.items()}, pictures
 
   def _in_parallel(self, run: Callable[[int], object], shards: Sequence[int]) -> list:
     """``run`` of each shard, on the thread pool when there are several (one runs here: no thread hop)."""
@@ -545,12 +548,11 @@ class StreamPool:
     self._reject_non_finite(blocks, batches)
     busy = sorted(batches)
     outputs = dict(zip(busy, self._in_parallel(lambda s: self._run_shard(s, batches[s], actives[s]), busy)))
-    counts = {shard: output[1].tolist() for shard, output in outputs.items()}
     results = {}
     for slot in blocks:
       shard, position = self._where[slot]
-      frames, _, raw, pictures = outputs[shard]
-      count = counts[shard][position]
+      frames, counts, raw, pictures = outputs[shard]
+      count = counts[position]
       results[slot] = BlockResult(
         frames=frames[position, :count],
         first_frame=self._next_frame[slot],
